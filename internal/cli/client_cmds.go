@@ -1,0 +1,9 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+// clientCommands returns the operator commands that talk to a server's
+// REST API (app, package, channel, group, instance, activity, …).
+func clientCommands(g *globals) []*cobra.Command {
+	return nil
+}
