@@ -7,6 +7,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Update windows are evaluated in IANA time zones; embedding the
+	// database keeps them right on hosts without /usr/share/zoneinfo.
+	_ "time/tzdata"
 
 	"github.com/flotilla/flotilla/internal/cli"
 )

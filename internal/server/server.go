@@ -1,0 +1,274 @@
+// Package server is the composition root of `flotilla server`: it opens the
+// data directory and the store, seeds a fresh installation, builds the
+// update service, the REST API and the Omaha endpoint, and runs them behind
+// one HTTP server with graceful shutdown.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flotilla/flotilla/internal/obs"
+	"github.com/flotilla/flotilla/internal/restapi"
+	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/internal/store/sqlite"
+	"github.com/flotilla/flotilla/internal/updatesvc"
+	"github.com/flotilla/flotilla/omaha"
+)
+
+// Config configures a server. DefaultConfig gives the embedded defaults.
+type Config struct {
+	DataDir string
+	Listen  string
+	// SQLiteSync is SQLite's synchronous mode: FULL (default; every commit
+	// is on disk before it is acknowledged) or NORMAL (faster; a power cut
+	// may lose the last commits, a process crash loses nothing).
+	SQLiteSync        string
+	TrustForwardedFor bool
+	ShutdownTimeout   time.Duration
+	Update            updatesvc.Config
+}
+
+// DefaultConfig returns the embedded defaults.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:         "./flotilla-data",
+		Listen:          "127.0.0.1:8080",
+		SQLiteSync:      "FULL",
+		ShutdownTimeout: 15 * time.Second,
+		Update:          updatesvc.DefaultConfig(),
+	}
+}
+
+// Server is a running flotilla server.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	st       store.Store
+	svc      *updatesvc.Service
+	ln       net.Listener
+	handler  http.Handler
+	lockFile *os.File
+
+	// AdminToken is set when this start created the admin token (first
+	// start); it is empty otherwise.
+	AdminToken string
+}
+
+// New opens the data directory and store and binds the listener, so that
+// configuration errors surface before Run and Addr is known at once.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	s := &Server{cfg: cfg, log: logger, reg: obs.NewRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			s.close()
+		}
+	}()
+	lf, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s.lockFile = lf
+	dbPath := filepath.Join(cfg.DataDir, "flotilla.db")
+	st, err := sqlite.Open(ctx, dbPath, sqlite.Options{Synchronous: cfg.SQLiteSync}, logger.With("component", "store"), s.reg)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.st = st
+	if err := s.seed(ctx); err != nil {
+		return nil, err
+	}
+	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg)
+	if err != nil {
+		return nil, err
+	}
+	s.svc = svc
+	hm, err := obs.NewHTTPMetrics(s.reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.handler = hm.Wrap(s.routes())
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	s.ln = ln
+	ok = true
+	return s, nil
+}
+
+// lockDataDir takes an exclusive lock so that a second server on the same
+// data directory fails fast instead of corrupting shared state.
+func lockDataDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, "flotilla.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is in use by another flotilla server (lock %s held)", dir, path)
+		}
+		return nil, fmt.Errorf("lock data dir: %w", err)
+	}
+	return f, nil
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	omahaH := s.svc.OmahaHandler(s.cfg.TrustForwardedFor)
+	mux.Handle("/v1/update", omahaH)
+	mux.Handle("/v1/update/", omahaH)
+	mux.Handle("/api/v1/", restapi.New(s.svc, s.log.With("component", "api")))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := s.st.Ping(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "store: %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "flotilla server\n\nOmaha:   POST /v1/update/\nREST:    /api/v1/ (docs/api.md)\nMetrics: /metrics\nHealth:  /healthz, /readyz")
+	})
+	return mux
+}
+
+// seed prepares a fresh installation: the admin token and the Flatcar
+// application with its usual channels and groups, so that Flatcar machines
+// with GROUP=stable (etc.) work out of the box. It runs only when the
+// store has no token yet, so groups an operator deleted stay deleted.
+func (s *Server) seed(ctx context.Context) error {
+	toks, err := s.st.ListTokens(ctx)
+	if err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	if len(toks) > 0 {
+		return nil
+	}
+	now := time.Now().UTC()
+	secret := newSecret()
+	err = s.st.Update(ctx, func(q store.TxQueries) error {
+		if err := q.CreateToken(ctx, store.Token{ID: newSecret()[:16], Name: "admin", Role: "admin", Hash: restapi.HashToken(secret), CreatedAt: now}); err != nil {
+			return err
+		}
+		err := q.CreateApp(ctx, store.Application{ID: omaha.FlatcarAppID, Name: "Flatcar Container Linux", Description: "The CoreOS/Flatcar operating system (appid used by update_engine)", CreatedAt: now})
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		for _, name := range []string{"stable", "beta", "alpha", "edge"} {
+			if err := q.CreateChannel(ctx, store.Channel{AppID: omaha.FlatcarAppID, Name: name, CreatedAt: now, UpdatedAt: now}); err != nil && !errors.Is(err, store.ErrConflict) {
+				return err
+			}
+			g := store.Group{AppID: omaha.FlatcarAppID, Name: name, Track: name, Channel: name, Policy: store.DefaultPolicy(), CreatedAt: now, UpdatedAt: now}
+			if err := q.CreateGroup(ctx, g); err != nil && !errors.Is(err, store.ErrConflict) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	path := filepath.Join(s.cfg.DataDir, "admin.token")
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	s.AdminToken = secret
+	return nil
+}
+
+func newSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b)
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Handler is the server's whole HTTP handler (for in-process tests).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Service is the update service.
+func (s *Server) Service() *updatesvc.Service { return s.svc }
+
+// Store is the server's store.
+func (s *Server) Store() store.Store { return s.st }
+
+// Run serves until ctx is cancelled, then shuts down gracefully: it stops
+// accepting, lets in-flight requests finish (up to ShutdownTimeout) and
+// closes the store. It always releases the server's resources.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.close()
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return s.svc.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		defer cancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown http: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func (s *Server) close() {
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	if s.st != nil {
+		if err := s.st.Close(); err != nil {
+			s.log.Warn("close store", "err", err)
+		}
+	}
+	if s.lockFile != nil {
+		s.lockFile.Close()
+	}
+}
