@@ -5,5 +5,13 @@ import "github.com/spf13/cobra"
 // clientCommands returns the operator commands that talk to a server's
 // REST API (app, package, channel, group, instance, activity, …).
 func clientCommands(g *globals) []*cobra.Command {
-	return nil
+	return []*cobra.Command{
+		newAppCmd(g),
+		newPackageCmd(g),
+		newChannelCmd(g),
+		newGroupCmd(g),
+		newInstanceCmd(g),
+		newActivityCmd(g),
+		newErrorCodeCmd(g),
+	}
 }
