@@ -508,10 +508,10 @@ func TestInstanceShow(t *testing.T) {
 
 	code, out, _ = f.run(t, "instance", "show", "--app", testApp, "ffee0011", "-o", "json")
 	var d struct {
-		Instance v1.Instance        `json:"instance"`
-		History  v1.InstanceHistory `json:"history"`
+		v1.Instance
+		History v1.InstanceHistory `json:"history"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &d) != nil || d.Instance.LastError.Hint != "check the sha256" || len(d.History.Events) != 1 {
+	if code != 0 || json.Unmarshal([]byte(out), &d) != nil || d.MachineID != "ffee0011" || d.LastError == nil || d.LastError.Hint != "check the sha256" || len(d.History.Events) != 1 {
 		t.Errorf("json: exit %d\n%s", code, out)
 	}
 }

@@ -152,10 +152,11 @@ func newInstanceShowCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// instanceDetail is the -o json output of instance show.
+// instanceDetail is the -o json output of instance show: the instance's
+// own fields at the top level (as in instance list), plus its history.
 type instanceDetail struct {
-	Instance v1.Instance        `json:"instance"`
-	History  v1.InstanceHistory `json:"history"`
+	v1.Instance
+	History v1.InstanceHistory `json:"history"`
 }
 
 func runInstanceShow(ctx context.Context, g *globals, o instanceShowOptions) error {

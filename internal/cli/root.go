@@ -73,6 +73,15 @@ Start a server with embedded defaults:   flotilla server
 Then talk to it:                          flotilla group status --app APPID`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Without this, cobra reports an unknown top-level command as a
+		// plain error (exit 1); it is a usage error.
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for \"flotilla\"", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
@@ -82,6 +91,7 @@ Then talk to it:                          flotilla group status --app APPID`,
 	pf.StringVar(&g.dataDir, "data-dir", envOr("FLOTILLA_DATA_DIR", "./flotilla-data"), "data directory of the local server (env FLOTILLA_DATA_DIR)")
 
 	root.AddCommand(newServerCmd(g))
+	root.AddCommand(newBenchCmd(g))
 	for _, c := range clientCommands(g) {
 		root.AddCommand(c)
 	}
