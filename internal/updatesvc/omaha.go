@@ -256,8 +256,12 @@ func (s *Service) applyEvent(p *plan, e omaha.Event) {
 			// The machine booted back into its previous version. Never
 			// offer that release again automatically (update loops,
 			// flatcar/Flatcar#130); an operator can clear the block.
-			if granted {
+			// The grant may already be marked error or timed-out (the
+			// install failed on boot), so look at the version, not the
+			// status.
+			if n.GrantedVersion != "" && CompareVersions(n.GrantedVersion, p.r.a.Version) > 0 {
 				n.BlockedVersion = n.GrantedVersion
+				version = n.GrantedVersion
 			}
 			p.setStatus(store.StatusRolledBack, version, e.ErrorCode)
 		} else {
@@ -327,9 +331,13 @@ func (s *Service) decideQuick(p *plan) *omaha.UpdateCheckResponse {
 
 func (s *Service) hold(p *plan, d rollout.Decision) {
 	s.m.decisions.WithLabelValues("hold-" + string(d.Reason)).Inc()
-	if p.next.Status != store.StatusOnHold {
-		p.setStatus(store.StatusOnHold, p.next.Version, 0)
+	// A failed machine keeps showing its failure while it is held: on-hold
+	// would hide it from an operator looking for errors.
+	switch p.next.Status {
+	case store.StatusOnHold, store.StatusError, store.StatusRolledBack:
+		return
 	}
+	p.setStatus(store.StatusOnHold, p.next.Version, 0)
 }
 
 func osSP(req *omaha.Request) string {

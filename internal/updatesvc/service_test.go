@@ -451,18 +451,14 @@ func TestUnknownTrackStoresNothing(t *testing.T) {
 func TestLegacyTrackUUIDMapsToGroup(t *testing.T) {
 	e := newEnv(t)
 	e.group("stable", nil)
-	uuid := ""
-	for _, cand := range []string{"{4dd3a1a4-8a8d-4a3c-8a3c-0ab94b7a26f0}"} {
-		if name, ok := omaha.LegacyTrack(cand); ok && name == "stable" {
-			uuid = cand
-		}
+	// The old CoreOS amd64 "stable" group id, as machines configured with
+	// GROUP=<uuid> still send it.
+	m := &machine{id: "ffff0000000000000000000000000007", version: "3975.2.1", track: "{9A2DEB70-37BE-4026-853F-BFDD6B347BBE}"}
+	if r := e.check(m); r.Status != "ok" || ucStatus(r) != "noupdate" {
+		t.Fatalf("legacy track: app status %s / %s, want ok / noupdate", r.Status, ucStatus(r))
 	}
-	if uuid == "" {
-		t.Skip("no legacy stable UUID known to omaha.LegacyTrack in this list")
-	}
-	m := &machine{id: "ffff0000000000000000000000000007", version: "3975.2.1", track: uuid}
-	if r := e.check(m); r.Status != "ok" {
-		t.Fatalf("legacy track: app status %s", r.Status)
+	if g := e.instance(m.id).Group; g != "stable" {
+		t.Fatalf("instance joined group %q, want stable", g)
 	}
 }
 

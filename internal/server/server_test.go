@@ -1,0 +1,204 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/omaha"
+)
+
+// startTestServer runs a real server on a loopback port over a fresh data
+// directory and returns its base URL.
+func startTestServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.SQLiteSync = "NORMAL"
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server run: %v", err)
+		}
+	})
+	return srv, "http://" + srv.Addr()
+}
+
+func post(t *testing.T, url, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "text/xml", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestOmahaCompatibility feeds real update_engine request bodies, one of
+// each kind, through the HTTP endpoint of a freshly seeded server, in the
+// order a machine sends them, and checks the answer and the stored status
+// after each.
+func TestOmahaCompatibility(t *testing.T) {
+	srv, base := startTestServer(t)
+	ctx := context.Background()
+	svc := srv.Service()
+	const machine = "8f14e45fceea167a5a36dedd4bea2543"
+	if err := svc.CreatePackage(ctx, store.Package{AppID: omaha.FlatcarAppID, Version: "4081.2.0", Arch: "amd64",
+		BaseURL: "https://updates.example.net/amd64-usr/4081.2.0/", FileName: "flatcar_production_update.gz", Size: 465881871,
+		SHA1: "bh+HmSJWrofZCGq9+Zwr00Id9cE=", SHA256: "3twpmKMOhUE4jamEnUBDF37BM70/RU3ZA6de281oiNs="}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.SetChannelPackage(ctx, omaha.FlatcarAppID, "stable", "4081.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		file       string
+		wantUC     string // updatecheck status, "" = no updatecheck in the answer
+		wantStatus store.Status
+		wantGroup  string
+	}{
+		{"request-update-check.xml", "ok", store.StatusGranted, "stable"},
+		{"request-event-download-started.xml", "", store.StatusDownloading, "stable"},
+		{"request-event-download-finished.xml", "", store.StatusDownloaded, "stable"},
+		{"request-event-installed.xml", "", store.StatusInstalled, "stable"},
+		{"request-ping-only.xml", "", store.StatusInstalled, "stable"},
+		{"request-on-demand.xml", "ok", store.StatusInstalled, "stable"},
+		{"request-event-error.xml", "", store.StatusError, "stable"},
+		{"request-rollback.xml", "noupdate", store.StatusRolledBack, "stable"},
+		{"request-legacy-group.xml", "noupdate", store.StatusRolledBack, "stable"},
+		{"request-go-omaha.xml", "noupdate", store.StatusRolledBack, "beta"},
+	}
+	for _, s := range steps {
+		body, err := os.ReadFile(filepath.Join("..", "..", "omaha", "testdata", s.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out := post(t, base+"/v1/update/", string(body))
+		if code != http.StatusOK {
+			t.Fatalf("%s: HTTP %d: %s", s.file, code, out)
+		}
+		resp, err := omaha.ParseResponse(strings.NewReader(out))
+		if err != nil {
+			t.Fatalf("%s: answer does not parse: %v\n%s", s.file, err, out)
+		}
+		if len(resp.Apps) != 1 || resp.Apps[0].Status != "ok" {
+			t.Fatalf("%s: answer %s", s.file, out)
+		}
+		uc := resp.Apps[0].UpdateCheck
+		switch {
+		case s.wantUC == "" && uc != nil:
+			t.Fatalf("%s: unexpected updatecheck in %s", s.file, out)
+		case s.wantUC != "" && (uc == nil || uc.Status != s.wantUC):
+			t.Fatalf("%s: want updatecheck %s, got %s", s.file, s.wantUC, out)
+		case s.wantUC == "ok":
+			if err := uc.Validate(); err != nil {
+				t.Fatalf("%s: update answer fails update_engine's checks: %v", s.file, err)
+			}
+		}
+		in, err := srv.Store().GetInstance(ctx, omaha.FlatcarAppID, machine)
+		if err != nil {
+			t.Fatalf("%s: %v", s.file, err)
+		}
+		if in.Status != s.wantStatus || in.Group != s.wantGroup {
+			t.Fatalf("%s: instance %s in %s, want %s in %s", s.file, in.Status, in.Group, s.wantStatus, s.wantGroup)
+		}
+	}
+	in, _ := srv.Store().GetInstance(ctx, omaha.FlatcarAppID, machine)
+	if in.LastErrorCode != 268435500 || in.BlockedVersion != "4081.2.0" {
+		t.Fatalf("after the rollback report: code %d blocked %q", in.LastErrorCode, in.BlockedVersion)
+	}
+	evs, err := srv.Store().ListEvents(ctx, omaha.FlatcarAppID, machine, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) < 9 {
+		t.Fatalf("stored %d events, want every event of the sequence", len(evs))
+	}
+}
+
+// TestChromeOSFixtures checks that the historical update_engine bodies in
+// ../shared/fixtures parse and get a clear Omaha error for their unknown
+// application, with nothing stored.
+func TestChromeOSFixtures(t *testing.T) {
+	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "omaha", "chromeos-update-engine")
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("shared fixtures not found at %s: %v", dir, err)
+	}
+	srv, base := startTestServer(t)
+	for _, f := range []string{"update/request.xml", "no-update/request.xml"} {
+		body, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out := post(t, base+"/v1/update/", string(body))
+		if code != http.StatusOK {
+			t.Fatalf("%s: HTTP %d %s", f, code, out)
+		}
+		resp, err := omaha.ParseResponse(strings.NewReader(out))
+		if err != nil || len(resp.Apps) != 1 || resp.Apps[0].Status != "error-unknownApplication" {
+			t.Fatalf("%s: answer %s (%v)", f, out, err)
+		}
+	}
+	page, err := srv.Store().ListInstances(context.Background(), store.InstanceFilter{AppID: "87efface-864d-49a5-9bb3-4b050a7c227a"})
+	if err != nil || page.Total != 0 {
+		t.Fatalf("instances stored for an unknown app: %d (%v)", page.Total, err)
+	}
+}
+
+func TestHTTPSurface(t *testing.T) {
+	srv, base := startTestServer(t)
+	get := func(path string, hdr ...string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if len(hdr) == 2 {
+			req.Header.Set(hdr[0], hdr[1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, "ok") {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	if code, _ := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d", code)
+	}
+	// One Omaha request so the counters have a sample.
+	post(t, base+"/v1/update", `<request protocol="3.0"><app appid="{`+omaha.FlatcarAppID+`}" machineid="abc" track="stable" version="1.0.0"><ping active="1"/></app></request>`)
+	code, body := get("/metrics")
+	for _, name := range []string{"flotilla_omaha_requests_total", "flotilla_http_requests_total", "flotilla_build_info", "go_goroutines"} {
+		if code != 200 || !strings.Contains(body, name) {
+			t.Fatalf("/metrics lacks %s (HTTP %d)", name, code)
+		}
+	}
+	if code, _ := get("/v1/update/"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /v1/update/: %d, want 405", code)
+	}
+	if code, body := get("/api/v1/apps"); code != http.StatusUnauthorized || !strings.Contains(body, `"kind": "unauthorized"`) {
+		t.Fatalf("API without token: %d %s", code, body)
+	}
+	if code, body := get("/api/v1/apps", "Authorization", "Bearer wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("API with a wrong token: %d %s", code, body)
+	}
+	if code, body := get("/api/v1/apps", "Authorization", "Bearer "+srv.AdminToken); code != 200 || !strings.Contains(body, omaha.FlatcarAppID) {
+		t.Fatalf("API with the admin token: %d %s", code, body)
+	}
+}
