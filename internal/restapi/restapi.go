@@ -153,7 +153,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, errorf(http.StatusForbidden, v1.KindForbidden, "token %q is read-only", tok.Name))
 		return
 	}
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		h.writeError(w, r, h.noRoute(r))
+		return
+	}
 	h.mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, tok.Name)))
+}
+
+// noRoute explains a request no route matched: 405 with the allowed methods
+// when the path exists, 404 otherwise, both as the JSON envelope (the
+// mux's own answers are plain text).
+func (h *Handler) noRoute(r *http.Request) error {
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := h.mux.Handler(probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		return errorf(http.StatusMethodNotAllowed, v1.KindMethod, "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allowed, ", "))
+	}
+	return errorf(http.StatusNotFound, v1.KindNotFound, "no API route %s %s; see docs/api.md", r.Method, r.URL.Path)
 }
 
 type actorKey struct{}

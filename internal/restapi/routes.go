@@ -51,9 +51,6 @@ func (h *Handler) routes() {
 	h.handle("GET /api/v1/apps/{app}/activity", h.listActivity)
 	h.handle("GET /api/v1/errorcodes/{code}", h.errorCode)
 
-	h.handle("/api/v1/", func(w http.ResponseWriter, r *http.Request) error {
-		return errorf(http.StatusNotFound, v1.KindNotFound, "no API route %s %s; see docs/api.md", r.Method, r.URL.Path)
-	})
 }
 
 func (h *Handler) listApps(w http.ResponseWriter, r *http.Request) error {

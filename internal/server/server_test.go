@@ -202,3 +202,33 @@ func TestHTTPSurface(t *testing.T) {
 		t.Fatalf("API with the admin token: %d %s", code, body)
 	}
 }
+
+func TestAPIRouteErrors(t *testing.T) {
+	srv, base := startTestServer(t)
+	do := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+srv.AdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := do(http.MethodPut, "/api/v1/apps"); code != http.StatusMethodNotAllowed || !strings.Contains(body, `"method_not_allowed"`) || !strings.Contains(body, "GET, POST") {
+		t.Fatalf("PUT /api/v1/apps: %d %s", code, body)
+	}
+	if code, body := do(http.MethodGet, "/api/v1/nothing"); code != http.StatusNotFound || !strings.Contains(body, `"not_found"`) {
+		t.Fatalf("GET /api/v1/nothing: %d %s", code, body)
+	}
+	if code, body := do(http.MethodGet, "/api/v1/apps/not-a-uuid/groups"); code != http.StatusBadRequest || !strings.Contains(body, "not a UUID") {
+		t.Fatalf("bad app id: %d %s", code, body)
+	}
+	if code, body := do(http.MethodGet, "/api/v1/apps/{"+strings.ToUpper(omaha.FlatcarAppID)+"}/groups/stable"); code != http.StatusOK || !strings.Contains(body, `"track": "stable"`) {
+		t.Fatalf("braced upper-case app id: %d %s", code, body)
+	}
+	if code, body := do(http.MethodGet, "/api/v1/apps/"+omaha.FlatcarAppID+"/instances?colour=red"); code != http.StatusBadRequest || !strings.Contains(body, "colour") {
+		t.Fatalf("unknown query parameter: %d %s", code, body)
+	}
+}
