@@ -58,11 +58,7 @@ func (h *Handler) listApps(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]v1.App, 0, len(apps))
-	for _, a := range apps {
-		out = append(out, appToAPI(a))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, apps, appToAPI)
 	return nil
 }
 
@@ -104,6 +100,16 @@ func (h *Handler) getApp(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, appToAPI(a))
 	return nil
+}
+
+// writeList writes items converted to their API form, as a JSON array
+// (never null).
+func writeList[T, U any](w http.ResponseWriter, items []T, conv func(T) U) {
+	out := make([]U, 0, len(items))
+	for _, it := range items {
+		out = append(out, conv(it))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // notFound gives ErrNotFound a message naming what was missing.
@@ -179,11 +185,7 @@ func (h *Handler) listPackages(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]v1.Package, 0, len(pkgs))
-	for _, p := range pkgs {
-		out = append(out, packageToAPI(p))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, pkgs, packageToAPI)
 	return nil
 }
 
@@ -433,11 +435,7 @@ func (h *Handler) listGroups(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := make([]v1.Group, 0, len(groups))
-	for _, g := range groups {
-		out = append(out, groupToAPI(g))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeList(w, groups, groupToAPI)
 	return nil
 }
 
