@@ -184,7 +184,7 @@ func TestHTTPSurface(t *testing.T) {
 	// One Omaha request so the counters have a sample.
 	post(t, base+"/v1/update", `<request protocol="3.0"><app appid="{`+omaha.FlatcarAppID+`}" machineid="abc" track="stable" version="1.0.0"><ping active="1"/></app></request>`)
 	code, body := get("/metrics")
-	for _, name := range []string{"flotilla_omaha_requests_total", "flotilla_http_requests_total", "flotilla_build_info", "go_goroutines"} {
+	for _, name := range []string{"flotilla_omaha_requests_total", "flotilla_http_requests_total", "flotilla_build_info", "go_goroutines", `flotilla_group_instances{app="e96281a6-d1af-4bde-9a0a-97b76e56dc57",group="stable",status="idle"} 1`, `flotilla_group_paused{app="e96281a6-d1af-4bde-9a0a-97b76e56dc57",group="stable"} 0`} {
 		if code != 200 || !strings.Contains(body, name) {
 			t.Fatalf("/metrics lacks %s (HTTP %d)", name, code)
 		}

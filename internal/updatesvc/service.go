@@ -147,7 +147,7 @@ func New(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registe
 		}, []string{"job"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.m.requests, s.m.decisions, s.m.events, s.m.duration, s.m.errors, s.m.appStatus, s.m.sweeps} {
+		for _, c := range []prometheus.Collector{s.m.requests, s.m.decisions, s.m.events, s.m.duration, s.m.errors, s.m.appStatus, s.m.sweeps, newFleetCollector(s)} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
