@@ -220,11 +220,23 @@ func (s *Service) expireLocally(p *plan) {
 // applyEvent records one Omaha event and moves the instance's status.
 func (s *Service) applyEvent(p *plan, e omaha.Event) {
 	n := &p.next
-	p.events = append(p.events, store.Event{
-		AppID: p.r.app.ID, MachineID: p.r.machine, Group: p.r.group.Name,
-		Type: e.Type, Result: e.Result, ErrorCode: e.ErrorCode,
-		Version: p.r.a.Version, PreviousVersion: e.PreviousVersion, At: p.r.now,
-	})
+	changes := len(p.changes)
+	defer func() {
+		// update_engine attaches 3/2 to every update check. Stored each
+		// time it would be one row per machine per 45 minutes and a write
+		// on every check; it carries news only when it reports a finished
+		// update (a real previousversion) or moves the status.
+		routine := e.Type == omaha.EventTypeUpdateComplete && e.Result == omaha.EventResultSuccessReboot &&
+			(e.PreviousVersion == "" || e.PreviousVersion == "0.0.0.0")
+		if routine && len(p.changes) == changes {
+			return
+		}
+		p.events = append(p.events, store.Event{
+			AppID: p.r.app.ID, MachineID: p.r.machine, Group: p.r.group.Name,
+			Type: e.Type, Result: e.Result, ErrorCode: e.ErrorCode,
+			Version: p.r.a.Version, PreviousVersion: e.PreviousVersion, At: p.r.now,
+		})
+	}()
 	granted := n.GrantedVersion != "" && (n.Status.InProgress() || n.Status == store.StatusTimedOut)
 	switch {
 	case e.Type == omaha.EventTypeUpdateDownloadStarted && e.Result == omaha.EventResultSuccess:

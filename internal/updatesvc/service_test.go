@@ -522,8 +522,11 @@ func TestPrune(t *testing.T) {
 	e.event(m, omaha.Event{Type: 14, Result: 1})
 	res, err := e.svc.Prune(e.ctx)
 	e.must(err)
-	if res.Events != 2 || res.StatusHistory != 2 {
-		t.Fatalf("pruned %+v, want the 2 old events and 2 old status rows", res)
+	// Old: the 13/1 event (the check's routine 3/2 is not stored), the
+	// granted and downloading status rows, and the channel-updated and
+	// rollout-started activity.
+	if res.Events != 1 || res.StatusHistory != 2 || res.Activity != 2 {
+		t.Fatalf("pruned %+v, want 1 old event, 2 old status rows, 2 old activity entries", res)
 	}
 	evs, err := e.st.ListEvents(e.ctx, appID, m.id, 10)
 	e.must(err)
