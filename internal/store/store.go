@@ -366,6 +366,10 @@ type Queries interface {
 	GetInstance(ctx context.Context, appID, machineID string) (Instance, error)
 	PutInstance(ctx context.Context, in Instance) error // insert or replace
 	DeleteInstance(ctx context.Context, appID, machineID string) error
+	// TouchInstance records that a machine was seen: it raises LastCheck to
+	// at (never lowers it) and changes nothing else, so it cannot undo a
+	// concurrent status change. ErrNotFound if the instance does not exist.
+	TouchInstance(ctx context.Context, appID, machineID string, at time.Time) error
 	ListInstances(ctx context.Context, f InstanceFilter) (InstancePage, error)
 
 	AddStatusChange(ctx context.Context, c StatusChange) (int64, error)

@@ -120,6 +120,22 @@ func (s *Service) handleApp(ctx context.Context, req *omaha.Request, a *omaha.Ap
 // process records the request's events and ping and answers its update
 // check (nil when the request has none).
 func (s *Service) process(ctx context.Context, r *appRequest) (*omaha.UpdateCheckResponse, error) {
+	// The instance is read outside the write transaction (reads do not
+	// wait for writers); commit re-checks it and a concurrent change to the
+	// same instance makes the whole request start over.
+	for attempt := 0; ; attempt++ {
+		uc, err := s.processOnce(ctx, r)
+		if !errors.Is(err, errStale) || attempt == 4 {
+			return uc, err
+		}
+		s.m.retries.Inc()
+	}
+}
+
+// errStale means the instance changed between read and commit.
+var errStale = errors.New("instance changed concurrently")
+
+func (s *Service) processOnce(ctx context.Context, r *appRequest) (*omaha.UpdateCheckResponse, error) {
 	cur, err := s.st.GetInstance(ctx, r.app.ID, r.machine)
 	isNew := errors.Is(err, store.ErrNotFound)
 	if err != nil && !isNew {
@@ -143,7 +159,14 @@ func (s *Service) process(ctx context.Context, r *appRequest) (*omaha.UpdateChec
 	if p.needsGrantTx {
 		return s.grantTx(ctx, p)
 	}
-	if !p.dirty() && r.now.Sub(cur.LastCheck) < s.cfg.LastSeenResolution {
+	if !p.dirty() {
+		if r.now.Sub(cur.LastCheck) < s.cfg.LastSeenResolution {
+			return uc, nil
+		}
+		// Only the last-seen time changed: group-commit it with others.
+		if err := s.touch.touch(ctx, r.app.ID, r.machine, r.now); err != nil {
+			return nil, err
+		}
 		return uc, nil
 	}
 	if err := s.commit(ctx, p, nil); err != nil {
@@ -455,6 +478,19 @@ func (s *Service) commit(ctx context.Context, p *plan, extra txFunc) error {
 				return fmt.Errorf("lock group: %w", err)
 			}
 		}
+		// Optimistic check: the plan was made from a read outside this
+		// transaction; if the instance moved on meanwhile, start over
+		// rather than overwrite the newer state.
+		cur, err := q.GetInstance(ctx, p.r.app.ID, p.r.machine)
+		switch {
+		case p.isNew && err == nil:
+			return errStale
+		case p.isNew && errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("get instance: %w", err)
+		case !sameState(cur, p.before):
+			return errStale
+		}
 		before := g
 		if extra != nil {
 			if err := extra(ctx, q, &g, &acts); err != nil {
@@ -519,6 +555,14 @@ func (s *Service) commit(ctx context.Context, p *plan, extra txFunc) error {
 	}
 	s.publish(acts)
 	return nil
+}
+
+// sameState reports whether an instance's update state is unchanged
+// (LastCheck moves with every touch and is not state).
+func sameState(a, b store.Instance) bool {
+	return a.Status == b.Status && a.StatusChanged.Equal(b.StatusChanged) && a.GrantedVersion == b.GrantedVersion &&
+		a.GrantedAt.Equal(b.GrantedAt) && a.Version == b.Version && a.Group == b.Group &&
+		a.BlockedVersion == b.BlockedVersion && a.LastErrorCode == b.LastErrorCode
 }
 
 func groupEqual(a, b store.Group) bool {

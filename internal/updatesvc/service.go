@@ -84,6 +84,7 @@ type Service struct {
 	log   *slog.Logger
 	now   func() time.Time
 	cache *configCache
+	touch *touchBatcher
 	m     metrics
 
 	// notify, if set, is told about every activity entry written (the
@@ -99,6 +100,7 @@ type metrics struct {
 	errors    prometheus.Counter     // store failures on the Omaha path
 	appStatus *prometheus.CounterVec // non-ok app statuses sent
 	sweeps    *prometheus.CounterVec // timeouts, prune
+	retries   prometheus.Counter     // requests planned again after a concurrent change
 }
 
 // Option configures a Service.
@@ -122,6 +124,7 @@ func New(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registe
 		o(s)
 	}
 	s.cache = &configCache{st: st, ttl: s.cfg.CacheTTL, now: s.now}
+	s.touch = &touchBatcher{st: st, maxBatch: 1000}
 	s.m = metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_omaha_requests_total", Help: "Omaha app requests by kind (check, event, ping).",
@@ -142,12 +145,15 @@ func New(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registe
 		appStatus: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_omaha_app_errors_total", Help: "Omaha app error statuses sent, by status.",
 		}, []string{"status"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flotilla_omaha_replans_total", Help: "Omaha requests planned again because the instance changed concurrently.",
+		}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flotilla_update_sweep_rows_total", Help: "Rows changed by background jobs (timed_out, pruned).",
 		}, []string{"job"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.m.requests, s.m.decisions, s.m.events, s.m.duration, s.m.errors, s.m.appStatus, s.m.sweeps, newFleetCollector(s)} {
+		for _, c := range []prometheus.Collector{s.m.requests, s.m.decisions, s.m.events, s.m.duration, s.m.errors, s.m.appStatus, s.m.sweeps, s.m.retries, newFleetCollector(s)} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}

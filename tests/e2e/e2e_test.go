@@ -57,8 +57,27 @@ type serverProc struct {
 	cmd     *exec.Cmd
 	url     string
 	dataDir string
-	stdout  *bytes.Buffer
+	stdout  *syncBuffer
 	done    chan error
+}
+
+// syncBuffer is a bytes.Buffer safe for the exec copier goroutine and the
+// test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 var listenRE = regexp.MustCompile(`addr=http://(127\.0\.0\.1:\d+)`)
@@ -67,7 +86,7 @@ func startServer(t *testing.T, dataDir string) *serverProc {
 	t.Helper()
 	bin := flotillaBinary(t)
 	cmd := exec.Command(bin, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL")
-	stdout := &bytes.Buffer{}
+	stdout := &syncBuffer{}
 	cmd.Stdout = stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -126,6 +126,11 @@ func (s *Store) DeleteInstance(ctx context.Context, appID, machineID string) err
 	return s.write(ctx, func(q *queries) error { return q.DeleteInstance(ctx, appID, machineID) })
 }
 
+// TouchInstance implements store.Queries.
+func (s *Store) TouchInstance(ctx context.Context, appID, machineID string, at time.Time) error {
+	return s.write(ctx, func(q *queries) error { return q.TouchInstance(ctx, appID, machineID, at) })
+}
+
 // ListInstances implements store.Queries.
 func (s *Store) ListInstances(ctx context.Context, f store.InstanceFilter) (store.InstancePage, error) {
 	return s.r.ListInstances(ctx, f)

@@ -25,6 +25,7 @@ var (
 			blocked_version = excluded.blocked_version, last_check = excluded.last_check,
 			status_changed = excluded.status_changed, created_at = excluded.created_at`)
 	sqlDeleteInstance = static("DELETE FROM instances WHERE app_id = ? AND machine_id = ?")
+	sqlTouchInstance  = static("UPDATE instances SET last_check = MAX(last_check, ?) WHERE app_id = ? AND machine_id = ?")
 
 	// The in-progress statuses are bound as arguments (inProgressStatuses)
 	// so the SQL text stays constant and can be prepared once.
@@ -89,6 +90,12 @@ func (q *queries) PutInstance(ctx context.Context, in store.Instance) error {
 func (q *queries) DeleteInstance(ctx context.Context, appID, machineID string) error {
 	res, err := q.db.ExecContext(ctx, sqlDeleteInstance, appID, machineID)
 	return q.affected("delete instance", res, err, nil)
+}
+
+// TouchInstance implements store.Queries.
+func (q *queries) TouchInstance(ctx context.Context, appID, machineID string, at time.Time) error {
+	res, err := q.db.ExecContext(ctx, sqlTouchInstance, ts(at), appID, machineID)
+	return q.affected("touch instance", res, err, nil)
 }
 
 // instanceCursor is the keyset position after the last instance of a page.

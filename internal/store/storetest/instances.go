@@ -65,6 +65,23 @@ func testInstances(t *testing.T, s store.Store) {
 	wantErr(t, "GetInstance unknown", err, store.ErrNotFound)
 	_, err = s.GetInstance(ctx, appC, in.MachineID)
 	wantErr(t, "GetInstance unknown app", err, store.ErrNotFound)
+	// TouchInstance raises LastCheck only, never lowers it, and leaves every
+	// other field alone.
+	before, err := s.GetInstance(ctx, appA, in.MachineID)
+	must(t, err)
+	later := before.LastCheck.Add(time.Hour)
+	must(t, s.TouchInstance(ctx, appA, in.MachineID, later))
+	touched, err := s.GetInstance(ctx, appA, in.MachineID)
+	must(t, err)
+	want := before
+	want.LastCheck = later
+	diff(t, "TouchInstance later", touched, want)
+	must(t, s.TouchInstance(ctx, appA, in.MachineID, before.LastCheck))
+	touched, err = s.GetInstance(ctx, appA, in.MachineID)
+	must(t, err)
+	diff(t, "TouchInstance earlier does not lower", touched, want)
+	wantErr(t, "TouchInstance unknown", s.TouchInstance(ctx, appA, "nope", later), store.ErrNotFound)
+
 	wantErr(t, "DeleteInstance unknown", s.DeleteInstance(ctx, appA, "nope"), store.ErrNotFound)
 	must(t, s.DeleteInstance(ctx, appA, in.MachineID))
 	_, err = s.GetInstance(ctx, appA, in.MachineID)
