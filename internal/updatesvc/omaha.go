@@ -290,7 +290,8 @@ func (s *Service) applyEvent(p *plan, e omaha.Event) {
 		if omaha.IsRollback(e.ErrorCode) {
 			// The machine booted back into its previous version. Never
 			// offer that release again automatically (update loops,
-			// flatcar/Flatcar#130); an operator can clear the block.
+			// flatcar/Flatcar#130). Deleting the instance clears the block: the
+			// machine registers again at its next check.
 			// The grant may already be marked error or timed-out (the
 			// install failed on boot), so look at the version, not the
 			// status.
