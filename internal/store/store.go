@@ -240,7 +240,7 @@ const (
 	ActivityRolloutFinished  ActivityKind = "rollout-finished"
 	ActivityRolloutPaused    ActivityKind = "rollout-paused"
 	ActivityRolloutResumed   ActivityKind = "rollout-resumed"
-	ActivityRolloutFailed    ActivityKind = "rollout-failed"
+	ActivityRolloutFailed    ActivityKind = "rollout-failed" // auto-paused after failures
 	ActivityInstanceFailed   ActivityKind = "instance-failed"
 	ActivityInstanceTimedOut ActivityKind = "instance-timed-out"
 	ActivityPackageNotFound  ActivityKind = "package-not-found"

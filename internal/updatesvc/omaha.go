@@ -324,6 +324,7 @@ func (s *Service) decideQuick(p *plan) *omaha.UpdateCheckResponse {
 	pkg, ok := r.snap.packages[[3]string{r.app.ID, target, arch}]
 	if !ok {
 		s.m.decisions.WithLabelValues("no-package").Inc()
+		s.reportMissingPackage(p.r, target, arch)
 		return noupdate
 	}
 	if CompareVersions(n.Version, target) >= 0 {
@@ -363,6 +364,30 @@ func (s *Service) decideQuick(p *plan) *omaha.UpdateCheckResponse {
 	p.needsGrantTx = true
 	p.target = pkg
 	return nil
+}
+
+// reportMissingPackage logs, once per process and (group, version, arch),
+// that machines ask for a release that has no package for their
+// architecture: a misconfiguration the operator should see, but not once
+// per check.
+func (s *Service) reportMissingPackage(r *appRequest, version, arch string) {
+	key := r.app.ID + "\x00" + r.group.Name + "\x00" + version + "\x00" + arch
+	if _, seen := s.missingPkgs.LoadOrStore(key, true); seen {
+		return
+	}
+	a := store.Activity{
+		AppID: r.app.ID, Group: r.group.Name, Channel: r.group.Channel, Kind: store.ActivityPackageNotFound,
+		Severity: store.SeverityWarning, Version: version, At: r.now,
+		Message: fmt.Sprintf("channel %s offers %s but no package exists for arch %s; machines of group %s with that arch get no update", r.group.Channel, version, arch, r.group.Name),
+	}
+	id, err := s.st.AddActivity(context.WithoutCancel(context.Background()), a)
+	if err != nil {
+		s.missingPkgs.Delete(key)
+		s.log.Warn("record missing package", "err", err)
+		return
+	}
+	a.ID = id
+	s.publish([]store.Activity{a})
 }
 
 func (s *Service) hold(p *plan, d rollout.Decision) {
@@ -608,7 +633,7 @@ func (s *Service) onFailure(ctx context.Context, q store.TxQueries, g *store.Gro
 	g.PausedReason = fmt.Sprintf("auto-paused: %d machine(s) failed or rolled back on %s (threshold %d): %s",
 		n, version, threshold, strings.Join(ids, ", "))
 	a, err = addActivity(ctx, q, store.Activity{
-		AppID: p.r.app.ID, Group: g.Name, Kind: store.ActivityRolloutPaused, Severity: store.SeverityError,
+		AppID: p.r.app.ID, Group: g.Name, Kind: store.ActivityRolloutFailed, Severity: store.SeverityError,
 		Version: version, MachineIDs: ids, At: p.r.now, Message: g.PausedReason,
 	})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,7 +86,9 @@ type Service struct {
 	now   func() time.Time
 	cache *configCache
 	touch *touchBatcher
-	m     metrics
+	// missingPkgs remembers which missing packages were already reported.
+	missingPkgs sync.Map
+	m           metrics
 
 	// notify, if set, is told about every activity entry written (the
 	// dashboard's live updates hook in here).

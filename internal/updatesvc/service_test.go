@@ -365,7 +365,7 @@ func TestRollbackAutoPausesGroup(t *testing.T) {
 	e.must(err)
 	found := false
 	for _, a := range acts {
-		if a.Kind == store.ActivityRolloutPaused && len(a.MachineIDs) == 1 && a.MachineIDs[0] == m.id {
+		if a.Kind == store.ActivityRolloutFailed && len(a.MachineIDs) == 1 && a.MachineIDs[0] == m.id {
 			found = true
 		}
 	}
@@ -535,5 +535,32 @@ func TestPrune(t *testing.T) {
 	}
 	if _, err := e.st.GetInstance(e.ctx, appID, m.id); err != nil {
 		t.Fatalf("prune removed the instance: %v", err)
+	}
+}
+
+func TestMissingPackageReportedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.group("stable", nil)
+	e.promote("4081.2.0") // packages exist for amd64 only
+	for i := range 3 {
+		m := &machine{id: fmt.Sprintf("%032x", 0xa0+i), version: "3975.2.1", track: "stable"}
+		a := m.app()
+		a.Board = "arm64-usr"
+		a.UpdateCheck = &omaha.UpdateCheck{}
+		r := e.svc.Handle(e.ctx, request("scheduler", a), "192.0.2.1").Apps[0]
+		if ucStatus(r) != "noupdate" {
+			t.Fatalf("arm64 machine without an arm64 package: %s", ucStatus(r))
+		}
+	}
+	acts, err := e.st.ListActivity(e.ctx, store.ActivityFilter{AppID: appID})
+	e.must(err)
+	n := 0
+	for _, a := range acts {
+		if a.Kind == store.ActivityPackageNotFound {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d package-not-found entries, want 1", n)
 	}
 }
