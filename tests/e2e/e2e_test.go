@@ -82,10 +82,11 @@ func (s *syncBuffer) String() string {
 
 var listenRE = regexp.MustCompile(`addr=http://(127\.0\.0\.1:\d+)`)
 
-func startServer(t *testing.T, dataDir string) *serverProc {
+func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	bin := flotillaBinary(t)
-	cmd := exec.Command(bin, "server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL")
+	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL"}, extra...)
+	cmd := exec.Command(bin, args...)
 	stdout := &syncBuffer{}
 	cmd.Stdout = stdout
 	stderr, err := cmd.StderrPipe()
