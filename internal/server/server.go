@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -238,6 +239,27 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	// http.Server.Shutdown treats a connection that has not sent a request
+	// yet as busy for 5 seconds. HTTP clients open such spare connections
+	// routinely, so shutdown closes them at once instead of waiting.
+	var connMu sync.Mutex
+	fresh := map[net.Conn]struct{}{}
+	hs.ConnState = func(c net.Conn, st http.ConnState) {
+		connMu.Lock()
+		defer connMu.Unlock()
+		if st == http.StateNew {
+			fresh[c] = struct{}{}
+		} else {
+			delete(fresh, c)
+		}
+	}
+	closeFresh := func() {
+		connMu.Lock()
+		defer connMu.Unlock()
+		for c := range fresh {
+			c.Close()
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -251,6 +273,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 		defer cancel()
+		closeFresh()
 		if err := hs.Shutdown(sctx); err != nil {
 			return fmt.Errorf("shutdown http: %w", err)
 		}

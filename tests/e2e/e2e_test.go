@@ -59,6 +59,7 @@ type serverProc struct {
 	dataDir string
 	stdout  *syncBuffer
 	done    chan error
+	log     func() string
 }
 
 // syncBuffer is a bytes.Buffer safe for the exec copier goroutine and the
@@ -116,6 +117,11 @@ func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 		}
 		p.done <- cmd.Wait()
 	}()
+	p.log = func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logBuf.String()
+	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
@@ -141,6 +147,11 @@ func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 // stop sends SIGTERM and waits for a clean exit.
 func (p *serverProc) stop(t *testing.T) {
 	t.Helper()
+	defer func(start time.Time) {
+		if d := time.Since(start); d > time.Second {
+			t.Logf("stop took %s (now %s); log:\n%s", d, time.Now().UTC().Format("15:04:05.000"), p.log())
+		}
+	}(time.Now())
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -323,6 +334,12 @@ func TestServerEndToEnd(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(dataDir, "admin.token")); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin.token mode %v, want 0600", fi.Mode().Perm())
 	}
+	// stdout is copied by another goroutine than the log line we waited
+	// for: poll it with a deadline.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stdout.String(), strings.TrimSpace(string(tok))) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if !strings.Contains(p.stdout.String(), strings.TrimSpace(string(tok))) {
 		t.Fatalf("first start did not print the admin token; stdout: %q", p.stdout.String())
 	}
@@ -460,6 +477,9 @@ func TestServerEndToEnd(t *testing.T) {
 	// Graceful shutdown, restart on the same data, and the data-dir lock.
 	p.stop(t)
 	p2 := startServer(t, dataDir)
+	if tok2, err := os.ReadFile(filepath.Join(dataDir, "admin.token")); err != nil || string(tok2) != string(tok) {
+		t.Fatalf("restart changed admin.token (err %v)", err)
+	}
 	if strings.Contains(p2.stdout.String(), "Created admin API token") {
 		t.Fatal("restart created a new admin token")
 	}
