@@ -345,3 +345,26 @@ func (c *Client) DecodeErrorCode(ctx context.Context, code int64) (v1.ErrorCode,
 	err := c.get(ctx, []string{"errorcodes", strconv.FormatInt(code, 10)}, nil, &out)
 	return out, err
 }
+
+// ---- tokens ----
+
+// ListTokens lists API tokens without their secrets (GET /api/v1/tokens;
+// admin only).
+func (c *Client) ListTokens(ctx context.Context) ([]v1.Token, error) {
+	var out []v1.Token
+	err := c.get(ctx, []string{"tokens"}, nil, &out)
+	return out, err
+}
+
+// CreateToken creates an API token and returns it with its secret, which
+// is shown only this once (POST /api/v1/tokens).
+func (c *Client) CreateToken(ctx context.Context, t v1.CreateToken) (v1.CreatedToken, error) {
+	var out v1.CreatedToken
+	err := c.call(ctx, http.MethodPost, []string{"tokens"}, nil, t, &out)
+	return out, err
+}
+
+// DeleteToken revokes an API token (DELETE /api/v1/tokens/{id}).
+func (c *Client) DeleteToken(ctx context.Context, id string) error {
+	return c.call(ctx, http.MethodDelete, []string{"tokens", id}, nil, nil, nil)
+}

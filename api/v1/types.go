@@ -242,3 +242,24 @@ type ActivityList struct {
 	Activity   []Activity `json:"activity"`
 	NextBefore int64      `json:"next_before,omitempty"`
 }
+
+// Token describes an API token; the secret is never returned after creation.
+type Token struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"` // "admin" or "viewer"
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateToken is the body of POST /api/v1/tokens.
+type CreateToken struct {
+	Name string `json:"name"`
+	Role string `json:"role"` // "admin" or "viewer"; default "viewer"
+}
+
+// CreatedToken is the answer to POST /api/v1/tokens: the only time the
+// secret is shown.
+type CreatedToken struct {
+	Token
+	Secret string `json:"secret"`
+}

@@ -12,6 +12,7 @@ func clientCommands(g *globals) []*cobra.Command {
 		newGroupCmd(g),
 		newInstanceCmd(g),
 		newActivityCmd(g),
+		newTokenCmd(g),
 		newErrorCodeCmd(g),
 	}
 }

@@ -6,6 +6,7 @@ package restapi
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -42,6 +43,14 @@ type Handler struct {
 	tokens map[string]cachedToken // by hash
 }
 
+// forgetTokens drops cached tokens so that a deleted token stops working
+// at once (in this process; other replicas within the cache's 30 s).
+func (h *Handler) forgetTokens() {
+	h.tokMu.Lock()
+	clear(h.tokens)
+	h.tokMu.Unlock()
+}
+
 type cachedToken struct {
 	tok     store.Token
 	expires time.Time
@@ -52,6 +61,21 @@ func New(svc *updatesvc.Service, logger *slog.Logger) *Handler {
 	h := &Handler{svc: svc, st: svc.Store(), log: logger, now: time.Now, mux: http.NewServeMux(), tokens: map[string]cachedToken{}}
 	h.routes()
 	return h
+}
+
+// Token roles.
+const (
+	RoleAdmin  = "admin"
+	RoleViewer = "viewer"
+)
+
+// NewToken makes a token with a fresh random secret. Only the secret's
+// hash goes into the returned record; the secret is returned once.
+func NewToken(name, role string, now time.Time) (store.Token, string) {
+	b := make([]byte, 40)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail on supported platforms
+	secret := hex.EncodeToString(b[:32])
+	return store.Token{ID: hex.EncodeToString(b[32:]), Name: name, Role: role, Hash: HashToken(secret), CreatedAt: now.UTC()}, secret
 }
 
 // HashToken returns the stored form of a token secret.
@@ -149,7 +173,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	if tok.Role != "admin" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if tok.Role != RoleAdmin && (r.Method != http.MethodGet && r.Method != http.MethodHead || strings.HasPrefix(r.URL.Path, "/api/v1/tokens")) {
 		h.writeError(w, r, errorf(http.StatusForbidden, v1.KindForbidden, "token %q is read-only", tok.Name))
 		return
 	}

@@ -51,6 +51,10 @@ func (h *Handler) routes() {
 	h.handle("GET /api/v1/apps/{app}/activity", h.listActivity)
 	h.handle("GET /api/v1/errorcodes/{code}", h.errorCode)
 
+	h.handle("GET /api/v1/tokens", h.listTokens)
+	h.handle("POST /api/v1/tokens", h.createToken)
+	h.handle("DELETE /api/v1/tokens/{id}", h.deleteToken)
+
 }
 
 func (h *Handler) listApps(w http.ResponseWriter, r *http.Request) error {
@@ -796,5 +800,50 @@ func (h *Handler) errorCode(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("error code %q: want a non-negative 32-bit number (decimal or 0x hex)", s)
 	}
 	writeJSON(w, http.StatusOK, ErrorCodeToAPI(raw))
+	return nil
+}
+
+func tokenToAPI(t store.Token) v1.Token {
+	return v1.Token{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt}
+}
+
+func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) error {
+	toks, err := h.st.ListTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	writeList(w, toks, tokenToAPI)
+	return nil
+}
+
+func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) error {
+	var in v1.CreateToken
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if err := validName("name", in.Name); err != nil {
+		return err
+	}
+	if in.Role == "" {
+		in.Role = RoleViewer
+	}
+	if in.Role != RoleAdmin && in.Role != RoleViewer {
+		return errorf(http.StatusUnprocessableEntity, v1.KindInvalid, "role %q: want admin or viewer", in.Role)
+	}
+	tok, secret := NewToken(in.Name, in.Role, h.now())
+	if err := h.st.CreateToken(r.Context(), tok); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, v1.CreatedToken{Token: tokenToAPI(tok), Secret: secret})
+	return nil
+}
+
+func (h *Handler) deleteToken(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := h.st.DeleteToken(r.Context(), id); err != nil {
+		return notFound(err, "token %s", id)
+	}
+	h.forgetTokens()
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -6,8 +6,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,7 +39,10 @@ type Config struct {
 	SQLiteSync        string
 	TrustForwardedFor bool
 	ShutdownTimeout   time.Duration
-	Update            updatesvc.Config
+	// ResetAdminToken creates a new admin token at start (for an operator
+	// who lost admin.token).
+	ResetAdminToken bool
+	Update          updatesvc.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -66,8 +67,8 @@ type Server struct {
 	handler  http.Handler
 	lockFile *os.File
 
-	// AdminToken is set when this start created the admin token (first
-	// start); it is empty otherwise.
+	// AdminToken is set when this start created an admin token (first
+	// start, or ResetAdminToken); it is empty otherwise.
 	AdminToken string
 }
 
@@ -97,6 +98,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s.st = st
 	if err := s.seed(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.ResetAdminToken && s.AdminToken == "" {
+		if err := s.resetAdminToken(ctx); err != nil {
+			return nil, err
+		}
 	}
 	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg)
 	if err != nil {
@@ -177,9 +183,9 @@ func (s *Server) seed(ctx context.Context) error {
 		return nil
 	}
 	now := time.Now().UTC()
-	secret := newSecret()
+	tok, secret := restapi.NewToken("admin", restapi.RoleAdmin, now)
 	err = s.st.Update(ctx, func(q store.TxQueries) error {
-		if err := q.CreateToken(ctx, store.Token{ID: newSecret()[:16], Name: "admin", Role: "admin", Hash: restapi.HashToken(secret), CreatedAt: now}); err != nil {
+		if err := q.CreateToken(ctx, tok); err != nil {
 			return err
 		}
 		err := q.CreateApp(ctx, store.Application{ID: omaha.FlatcarAppID, Name: "Flatcar Container Linux", Description: "The CoreOS/Flatcar operating system (appid used by update_engine)", CreatedAt: now})
@@ -200,6 +206,10 @@ func (s *Server) seed(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
+	return s.writeAdminToken(secret)
+}
+
+func (s *Server) writeAdminToken(secret string) error {
 	path := filepath.Join(s.cfg.DataDir, "admin.token")
 	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
@@ -208,10 +218,15 @@ func (s *Server) seed(ctx context.Context) error {
 	return nil
 }
 
-func newSecret() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
-	return hex.EncodeToString(b)
+// resetAdminToken adds a new admin token and writes it to admin.token, for
+// an operator who lost the old one. Existing tokens stay valid until
+// deleted (flotilla token delete).
+func (s *Server) resetAdminToken(ctx context.Context) error {
+	tok, secret := restapi.NewToken("admin-"+time.Now().UTC().Format("20060102-150405"), restapi.RoleAdmin, time.Now())
+	if err := s.st.CreateToken(ctx, tok); err != nil {
+		return fmt.Errorf("reset admin token: %w", err)
+	}
+	return s.writeAdminToken(secret)
 }
 
 // Addr is the address the server listens on.

@@ -398,6 +398,7 @@ type Queries interface {
 	CreateToken(ctx context.Context, t Token) error
 	GetTokenByHash(ctx context.Context, hash string) (Token, error)
 	ListTokens(ctx context.Context) ([]Token, error)
+	DeleteToken(ctx context.Context, id string) error // ErrNotFound if unknown
 }
 
 // Store is a database backend.

@@ -514,3 +514,45 @@ func postXML(url, body string) (int, error) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, nil
 }
+
+func TestTokens(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
+	}
+	dataDir := t.TempDir()
+	p := startServer(t, dataDir)
+	var viewer v1.CreatedToken
+	p.cliJSON(t, &viewer, "token", "create", "--name", "dashboard", "--role", "viewer")
+	if viewer.Secret == "" || viewer.Role != "viewer" {
+		t.Fatalf("created token: %+v", viewer)
+	}
+	asViewer := func(args ...string) error {
+		_, err := p.cliErr(append([]string{"--token", viewer.Secret}, args...)...)
+		return err
+	}
+	if err := asViewer("group", "list", "--app", appID); err != nil {
+		t.Fatalf("viewer cannot read: %v", err)
+	}
+	if err := asViewer("group", "pause", "--app", appID, "--name", "stable"); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("viewer changed a group: %v", err)
+	}
+	if err := asViewer("token", "list"); err == nil {
+		t.Fatal("viewer listed tokens")
+	}
+	p.cli(t, "token", "delete", viewer.ID)
+	if err := asViewer("group", "list", "--app", appID); err == nil || !strings.Contains(err.Error(), "unknown API token") {
+		t.Fatalf("deleted token still works: %v", err)
+	}
+
+	// A lost admin token can be replaced from the data directory.
+	old, _ := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	p.stop(t)
+	os.Remove(filepath.Join(dataDir, "admin.token"))
+	p2 := startServer(t, dataDir, "--reset-admin-token")
+	fresh, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil || len(strings.TrimSpace(string(fresh))) != 64 || string(fresh) == string(old) {
+		t.Fatalf("reset admin token: %q (%v)", fresh, err)
+	}
+	p2.cli(t, "app", "list")
+	p2.stop(t)
+}

@@ -218,6 +218,11 @@ func (s *Store) GetTokenByHash(ctx context.Context, hash string) (store.Token, e
 	return s.r.GetTokenByHash(ctx, hash)
 }
 
+// DeleteToken implements store.Queries.
+func (s *Store) DeleteToken(ctx context.Context, id string) error {
+	return s.write(ctx, func(q *queries) error { return q.DeleteToken(ctx, id) })
+}
+
 // ListTokens implements store.Queries.
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
 	return s.r.ListTokens(ctx)

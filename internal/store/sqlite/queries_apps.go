@@ -422,6 +422,7 @@ var (
 	sqlInsertToken = static("INSERT INTO tokens (" + tokenCols + ") VALUES (?, ?, ?, ?, ?)")
 	sqlGetToken    = static("SELECT " + tokenCols + " FROM tokens WHERE hash = ?")
 	sqlListTokens  = static("SELECT " + tokenCols + " FROM tokens ORDER BY created_at, id")
+	sqlDeleteToken = static("DELETE FROM tokens WHERE id = ?")
 )
 
 func scanToken(r scanner) (store.Token, error) {
@@ -463,4 +464,10 @@ func (q *queries) ListTokens(ctx context.Context) ([]store.Token, error) {
 		return nil, q.fail("list tokens", err, nil)
 	}
 	return toks, nil
+}
+
+// DeleteToken implements store.Queries.
+func (q *queries) DeleteToken(ctx context.Context, id string) error {
+	res, err := q.db.ExecContext(ctx, sqlDeleteToken, id)
+	return q.affected("delete token", res, err, nil)
 }

@@ -342,4 +342,12 @@ func testTokens(t *testing.T, s store.Store) {
 	list, err := s.ListTokens(ctx)
 	must(t, err)
 	diff(t, "ListTokens (oldest first)", list, []store.Token{admin, viewer})
+
+	must(t, s.DeleteToken(ctx, "tok-2"))
+	_, err = s.GetTokenByHash(ctx, "bb22")
+	wantErr(t, "GetTokenByHash deleted", err, store.ErrNotFound)
+	wantErr(t, "DeleteToken twice", s.DeleteToken(ctx, "tok-2"), store.ErrNotFound)
+	list, err = s.ListTokens(ctx)
+	must(t, err)
+	diff(t, "ListTokens after delete", list, []store.Token{admin})
 }
