@@ -564,3 +564,52 @@ func TestMissingPackageReportedOnce(t *testing.T) {
 		t.Fatalf("%d package-not-found entries, want 1", n)
 	}
 }
+
+// TestConcurrentRequestsForOneMachine sends a machine's requests in
+// parallel (a retrying client, a proxy replaying): every request must be
+// answered without an error status and the history must stay a valid
+// sequence, with no status lost to a stale overwrite.
+func TestConcurrentRequestsForOneMachine(t *testing.T) {
+	e := newEnv(t)
+	e.group("stable", nil)
+	e.promote("4081.2.0")
+	m := &machine{id: "0000000000000000000000000000dd01", version: "3975.2.1", track: "stable"}
+	if got := ucStatus(e.check(m)); got != "ok" {
+		t.Fatalf("first check: %s", got)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := m.app()
+			if i%2 == 0 {
+				a.Events = []omaha.Event{{Type: 13, Result: 1}}
+			} else {
+				a.Ping = &omaha.Ping{Active: 1}
+				a.UpdateCheck = &omaha.UpdateCheck{}
+			}
+			r := e.svc.Handle(e.ctx, request("scheduler", a), "192.0.2.10").Apps[0]
+			if r.Status != "ok" {
+				errs <- r.Status
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for s := range errs {
+		t.Errorf("concurrent request answered %s", s)
+	}
+	e.wantStatus(m.id, store.StatusDownloading)
+	hist, err := e.st.ListStatusChanges(e.ctx, appID, m.id, 100)
+	e.must(err)
+	if len(hist) != 2 || hist[0].Status != store.StatusDownloading || hist[1].Status != store.StatusGranted {
+		t.Fatalf("history %+v, want granted then one downloading", hist)
+	}
+	evs, err := e.st.ListEvents(e.ctx, appID, m.id, 100)
+	e.must(err)
+	if len(evs) != 16 {
+		t.Fatalf("%d events stored, want the 16 download-started events", len(evs))
+	}
+}
