@@ -579,10 +579,12 @@ func TestConcurrentRequestsForOneMachine(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	errs := make(chan string, 64)
+	start := make(chan struct{})
 	for i := range 32 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			<-start
 			a := m.app()
 			if i%2 == 0 {
 				a.Events = []omaha.Event{{Type: 13, Result: 1}}
@@ -596,6 +598,7 @@ func TestConcurrentRequestsForOneMachine(t *testing.T) {
 			}
 		}()
 	}
+	close(start)
 	wg.Wait()
 	close(errs)
 	for s := range errs {
