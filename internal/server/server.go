@@ -14,13 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/flotilla/flotilla/internal/lockfile"
 	"github.com/flotilla/flotilla/internal/obs"
 	"github.com/flotilla/flotilla/internal/restapi"
 	"github.com/flotilla/flotilla/internal/store"
@@ -126,19 +126,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 // lockDataDir takes an exclusive lock so that a second server on the same
 // data directory fails fast instead of corrupting shared state.
 func lockDataDir(dir string) (*os.File, error) {
-	path := filepath.Join(dir, "flotilla.lock")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data directory %s is in use by another flotilla server (lock %s held)", dir, path)
-		}
-		return nil, fmt.Errorf("lock data dir: %w", err)
-	}
-	return f, nil
+	return lockfile.Acquire(dir, "flotilla.lock", "flotilla server")
 }
 
 func (s *Server) routes() http.Handler {
