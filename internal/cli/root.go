@@ -92,6 +92,7 @@ Then talk to it:                          flotilla group status --app APPID`,
 
 	root.AddCommand(newServerCmd(g))
 	root.AddCommand(newBenchCmd(g))
+	root.AddCommand(newAgentCmd(g))
 	root.AddCommand(newDiskCmd(g), newBootCmd(g), newPayloadCmd(g))
 	for _, c := range clientCommands(g) {
 		root.AddCommand(c)

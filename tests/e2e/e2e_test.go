@@ -31,7 +31,7 @@ var (
 )
 
 // flotillaBinary builds cmd/flotilla once per test process.
-func flotillaBinary(t *testing.T) string {
+func flotillaBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "flotilla-e2e-bin")
@@ -83,7 +83,7 @@ func (s *syncBuffer) String() string {
 
 var listenRE = regexp.MustCompile(`addr=http://(127\.0\.0\.1:\d+)`)
 
-func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
+func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	bin := flotillaBinary(t)
 	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL"}, extra...)
@@ -145,7 +145,7 @@ func startServer(t *testing.T, dataDir string, extra ...string) *serverProc {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *serverProc) stop(t *testing.T) {
+func (p *serverProc) stop(t testing.TB) {
 	t.Helper()
 	defer func(start time.Time) {
 		if d := time.Since(start); d > time.Second {
@@ -166,7 +166,7 @@ func (p *serverProc) stop(t *testing.T) {
 }
 
 // cli runs a flotilla client command against p and returns its stdout.
-func (p *serverProc) cli(t *testing.T, args ...string) string {
+func (p *serverProc) cli(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := p.cliErr(args...)
 	if err != nil {
@@ -186,7 +186,7 @@ func (p *serverProc) cliErr(args ...string) (string, error) {
 	return out.String(), nil
 }
 
-func (p *serverProc) cliJSON(t *testing.T, v any, args ...string) {
+func (p *serverProc) cliJSON(t testing.TB, v any, args ...string) {
 	t.Helper()
 	out := p.cli(t, append(args, "-o", "json")...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
@@ -285,7 +285,7 @@ func newSims(p *serverProc, prefix, track, version string, n int) []*sim {
 }
 
 // parallel runs fn for every machine on 16 workers.
-func parallel(t *testing.T, ms []*sim, fn func(*sim) error) {
+func parallel(t testing.TB, ms []*sim, fn func(*sim) error) {
 	t.Helper()
 	ch := make(chan *sim)
 	errs := make(chan error, len(ms))
@@ -312,7 +312,7 @@ func parallel(t *testing.T, ms []*sim, fn func(*sim) error) {
 	}
 }
 
-func setupGroup(t *testing.T, p *serverProc, name string, policy ...string) {
+func setupGroup(t testing.TB, p *serverProc, name string, policy ...string) {
 	t.Helper()
 	p.cli(t, "channel", "create", "--app", appID, "--name", name+"-ch", "--package", "1.0.0")
 	p.cli(t, append([]string{"group", "create", "--app", appID, "--name", name, "--channel", name + "-ch"}, policy...)...)

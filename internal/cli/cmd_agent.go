@@ -1,0 +1,334 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flotilla/flotilla/internal/agent"
+	"github.com/flotilla/flotilla/internal/obs"
+)
+
+const defaultAgentSocket = "/run/flotilla/agent.sock"
+
+type agentOpts struct {
+	cfg           agent.Config
+	socket        string
+	machineIDFile string
+	osRelease     string
+	rebootCommand string
+	logFormat     string
+	logLevel      string
+	overrides     map[string]*string
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	o := &agentOpts{cfg: agent.DefaultConfig(), overrides: map[string]*string{}}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node update agent (A/B /usr updates, health gate, rollback)",
+		Long: `Run the update agent on a machine: the successor of update_engine.
+
+It asks the Omaha server in update.conf (SERVER=, GROUP=) for new releases,
+downloads the signed payload to <data-dir>/staging, verifies it against the
+trusted keys (no key, no install), writes it into the inactive USR-A/USR-B
+slot of --disk, and commits with one GPT write. After the reboot it marks
+the new slot good once the health gate passes; if the machine came back on
+the old slot it reports a rollback (3/0/44) and does not install that
+version again until 'flotilla agent unblock VERSION'.
+
+update.conf keys (CoreOS names): SERVER, GROUP, REBOOT_STRATEGY (reboot|off;
+etcd-lock|fleetlock with a coordinator), LOCKSMITHD_REBOOT_WINDOW_START and
+_LENGTH, MACHINE_ALIAS. SERVER=disabled turns update checks off.
+
+The agent's data dir is --data-dir when given, else /var/lib/flotilla/agent.
+For simulations (tests, dev mode) pass --machine-id, --boot-id,
+--booted-partuuid and --os-version; with --boot-id given, uptime counts
+from the agent's start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("data-dir") {
+				o.cfg.DataDir = g.dataDir
+			}
+			return runAgent(cmd, g, o)
+		},
+	}
+	f := cmd.Flags()
+	cmd.PersistentFlags().StringVar(&o.socket, "socket", defaultAgentSocket, "unix socket of the agent's local API")
+	f.StringSliceVar(&o.cfg.UpdateConfPaths, "update-conf", o.cfg.UpdateConfPaths, "update.conf files, first hit per key wins")
+	for _, kv := range []struct{ flag, key, help string }{
+		{"update-server", agent.KeyServer, "Omaha server URL (overrides SERVER=; \"disabled\" turns checks off)"},
+		{"group", agent.KeyGroup, "channel or group (overrides GROUP=)"},
+		{"reboot-strategy", agent.KeyRebootStrategy, "reboot, off, etcd-lock or fleetlock (overrides REBOOT_STRATEGY=)"},
+		{"reboot-window-start", agent.KeyRebootWindowStart, `reboot window start, e.g. "Thu 23:00" or "04:00"`},
+		{"reboot-window-length", agent.KeyRebootWindowLen, "reboot window length, e.g. 1h30m"},
+		{"machine-alias", agent.KeyMachineAlias, "machine alias shown by the server (overrides MACHINE_ALIAS=)"},
+	} {
+		v := new(string)
+		o.overrides[kv.key] = v
+		f.StringVar(v, kv.flag, "", kv.help)
+	}
+	f.StringVar(&o.cfg.AppID, "app-id", o.cfg.AppID, "Omaha application id (default: Flatcar's, so any Flatcar-ready server works)")
+	f.StringVar(&o.cfg.Board, "board", o.cfg.Board, "board sent to the server")
+	f.StringVar(&o.machineIDFile, "machine-id-file", "/etc/machine-id", "file holding the machine id")
+	f.StringVar(&o.cfg.MachineID, "machine-id", "", "machine id (default: read from --machine-id-file)")
+	f.StringVar(&o.cfg.BootID, "boot-id", "", "boot id (default: the kernel's)")
+	f.StringVar(&o.cfg.BootedPartUUID, "booted-partuuid", "", "unique GUID of the booted /usr partition (default: from /proc/cmdline)")
+	f.StringVar(&o.cfg.OSVersion, "os-version", "", "running OS version when the booted slot was not written by this agent (default: VERSION_ID of --os-release)")
+	f.StringVar(&o.osRelease, "os-release", "/usr/lib/os-release", "os-release file of the booted /usr")
+	f.StringVar(&o.cfg.Disk, "disk", "", "disk (block device or image file) with USR-A/USR-B (default: the disk of the booted partition)")
+	f.StringSliceVar(&o.cfg.PayloadKeyPaths, "payload-keys", o.cfg.PayloadKeyPaths, "trusted payload public keys: PEM files or directories")
+	f.DurationVar(&o.cfg.InitialDelay, "initial-delay", o.cfg.InitialDelay, "delay before the first check")
+	f.DurationVar(&o.cfg.CheckInterval, "check-interval", o.cfg.CheckInterval, "interval between checks (±1/9 jitter; doubles per failure up to 4h)")
+	f.DurationVar(&o.cfg.Health.MinUptime, "health-min-uptime", o.cfg.Health.MinUptime, "uptime required before a new slot is marked good")
+	f.DurationVar(&o.cfg.Health.Timeout, "health-timeout", o.cfg.Health.Timeout, "uptime after which a boot that is not healthy has failed (an update boot is then rolled back)")
+	f.DurationVar(&o.cfg.Health.Interval, "health-interval", o.cfg.Health.Interval, "how often the health gate is evaluated")
+	f.StringArrayVar(&o.cfg.Health.Units, "health-unit", nil, "systemd unit that must be active (repeatable)")
+	f.StringArrayVar(&o.cfg.Health.Commands, "health-command", nil, "command that must exit 0, run with sh -c (repeatable)")
+	f.StringVar(&o.rebootCommand, "reboot-command", "systemctl reboot", "command that reboots the machine (run with sh -c)")
+	f.StringVar(&o.cfg.RebootRequiredFile, "reboot-required-file", o.cfg.RebootRequiredFile, "file created once an update waits for a reboot (\"\" to disable)")
+	f.StringVar(&o.cfg.CrashPoint, "crash-point", os.Getenv("FLOTILLA_AGENT_CRASH_POINT"), "testing only: kill the process at this step")
+	_ = f.MarkHidden("crash-point")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+
+	cmd.AddCommand(newAgentStatusCmd(g, o), newAgentCheckCmd(g, o), newAgentUnblockCmd(g, o))
+	return cmd
+}
+
+// resolveIdentity fills what the flags left empty from the running system.
+func (o *agentOpts) resolveIdentity() error {
+	c := &o.cfg
+	var err error
+	if c.MachineID == "" {
+		if c.MachineID, err = agent.ReadMachineID(o.machineIDFile); err != nil {
+			return err
+		}
+	}
+	simulated := c.BootID != ""
+	if c.BootID == "" {
+		if c.BootID, err = agent.ReadBootID(); err != nil {
+			return err
+		}
+	}
+	if simulated {
+		start := time.Now()
+		c.Health.Uptime = func() time.Duration { return time.Since(start) }
+	}
+	if c.BootedPartUUID == "" {
+		if b, err := os.ReadFile("/proc/cmdline"); err == nil {
+			c.BootedPartUUID = agent.BootedPartUUIDFromCmdline(string(b))
+		}
+	}
+	if c.OSVersion == "" {
+		kv, err := agent.ReadKeyValueFile(o.osRelease)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", o.osRelease, err)
+		}
+		c.OSVersion = kv["VERSION_ID"]
+		if c.OSVersion == "" {
+			return fmt.Errorf("cannot tell the running OS version: no VERSION_ID in %s; pass --os-version", o.osRelease)
+		}
+	}
+	for _, p := range []string{"/etc/oem-release", "/usr/share/oem/oem-release"} {
+		if kv, err := agent.ReadKeyValueFile(p); err == nil && kv["ID"] != "" {
+			c.OEM, c.OEMVersion = kv["ID"], kv["VERSION_ID"]
+			break
+		}
+	}
+	if c.Disk == "" && c.BootedPartUUID != "" {
+		if d, err := agent.DiskOfPartUUID(c.BootedPartUUID); err == nil {
+			c.Disk = d
+		}
+	}
+	return nil
+}
+
+func runAgent(cmd *cobra.Command, g *globals, o *agentOpts) error {
+	logger, err := obs.NewLogger(g.stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return usageError{err}
+	}
+	if !agent.ValidCrashPoint(o.cfg.CrashPoint) {
+		return usagef("unknown crash point %q", o.cfg.CrashPoint)
+	}
+	o.cfg.Overrides = map[string]string{}
+	for k, v := range o.overrides {
+		o.cfg.Overrides[k] = *v
+	}
+	if err := o.resolveIdentity(); err != nil {
+		return err
+	}
+	if len(o.cfg.Health.Units) > 0 {
+		sc := &agent.SystemdChecker{}
+		defer sc.Close()
+		o.cfg.Health.Checker = sc
+	}
+	if strings.TrimSpace(o.rebootCommand) != "" {
+		o.cfg.Rebooter = agent.CommandRebooter{Argv: []string{"sh", "-c", o.rebootCommand}}
+	}
+	if o.cfg.Disk == "" {
+		logger.Warn("no disk with USR-A/USR-B found; updates will fail until --disk is given")
+	}
+	reg := obs.NewRegistry()
+	a, err := agent.New(o.cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(cmd.Context())
+	defer cancel()
+	sockErr := make(chan error, 1)
+	go func() { sockErr <- agent.ServeSocket(ctx, o.socket, a.Handler(reg), logger) }()
+	runErr := a.Run(ctx)
+	cancel()
+	if err := <-sockErr; err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+func newAgentStatusCmd(g *globals, o *agentOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent's status (update_engine_client -status lines; -o json for everything)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := agent.NewClient(o.socket).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeJSONOut(g, r)
+			}
+			fmt.Fprint(g.stdout, agent.StatusLines(r))
+			return nil
+		},
+	}
+}
+
+func writeJSONOut(g *globals, v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newAgentCheckCmd(g *globals, o *agentOpts) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check for an update now (on demand); with --wait, follow it to the end",
+		Long: `Ask the running agent to check for an update now, as
+update_engine_client -check_for_update does (installsource=ondemandupdate).
+It only starts when the agent is idle. With --wait it then follows the
+status until the agent is idle again or waits for its reboot, printing each
+change, and fails if the attempt ended with an error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := agent.NewClient(o.socket)
+			before, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			res, err := c.Check(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if !res.Started {
+				return fmt.Errorf("%s", res.Message)
+			}
+			fmt.Fprintln(g.stdout, "update check started")
+			if !wait {
+				return nil
+			}
+			return waitForAgent(cmd.Context(), g, c, before, timeout)
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the attempt until it ends")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Hour, "give up waiting after this long")
+	return cmd
+}
+
+// waitForAgent polls until the attempt started after before has ended.
+func waitForAgent(ctx context.Context, g *globals, c *agent.Client, before agent.StatusReport, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := ""
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	sawWork := false
+	for {
+		r, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		line := r.CurrentOperation
+		if r.CurrentOperation == agent.StatusDownloading || r.CurrentOperation == agent.StatusFinalizing || r.CurrentOperation == agent.StatusVerifying {
+			line = fmt.Sprintf("%s %3.0f%%", r.CurrentOperation, r.Progress*100)
+		}
+		if line != last {
+			fmt.Fprintln(g.stdout, line)
+			last = line
+		}
+		if r.CurrentOperation != agent.StatusIdle {
+			sawWork = true
+		}
+		done := r.LastCheckedTime != before.LastCheckedTime || sawWork
+		switch {
+		case r.CurrentOperation == agent.StatusUpdatedNeedReboot:
+			fmt.Fprintf(g.stdout, "update to %s applied; reboot required\n", r.NewVersion)
+			return nil
+		case r.CurrentOperation == agent.StatusIdle && done:
+			if r.LastError != nil && (before.LastError == nil || !r.LastError.At.Equal(before.LastError.At)) {
+				return fmt.Errorf("update failed: %s (%d): %s", r.LastError.Name, r.LastError.Code, r.LastError.Message)
+			}
+			fmt.Fprintf(g.stdout, "no update applied; running %s\n", r.CurrentVersion)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the agent: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func newAgentUnblockCmd(g *globals, o *agentOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unblock VERSION",
+		Short: "Allow a version this machine rolled back from to be installed again",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one VERSION")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := agent.NewClient(o.socket)
+			if err := c.Unblock(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			r, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			blocked := append([]string(nil), r.BlockedVersions...)
+			sort.Strings(blocked)
+			fmt.Fprintf(g.stdout, "version %s unblocked; still blocked: %s\n", args[0], orNone(strings.Join(blocked, ", ")))
+			return nil
+		},
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
