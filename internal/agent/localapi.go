@@ -54,7 +54,7 @@ func (a *Agent) Status() StatusReport {
 		ConfigSources: a.conf.Source,
 	}
 	r.Server = a.conf.Get(KeyServer)
-	r.Group = a.conf.Get(KeyGroup)
+	r.Group = a.group(a.conf)
 	r.RebootStrategy = a.conf.Get(KeyRebootStrategy)
 	if r.RebootStrategy == "" {
 		r.RebootStrategy = StrategyReboot

@@ -241,9 +241,19 @@ change, and fails if the attempt ended with an error.`,
 				return err
 			}
 			if !res.Started {
-				return fmt.Errorf("%s", res.Message)
+				switch {
+				case res.Status == agent.StatusUpdatedNeedReboot:
+					fmt.Fprintf(g.stdout, "an update to %s is applied and waits for a reboot\n", before.NewVersion)
+					return nil
+				case !wait:
+					return fmt.Errorf("%s", res.Message)
+				}
+				// Like update_engine_client -update: follow the attempt
+				// already running.
+				fmt.Fprintln(g.stdout, "an update attempt is already running; following it")
+			} else {
+				fmt.Fprintln(g.stdout, "update check started")
 			}
-			fmt.Fprintln(g.stdout, "update check started")
 			if !wait {
 				return nil
 			}

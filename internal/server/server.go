@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,7 +43,10 @@ type Config struct {
 	// ResetAdminToken creates a new admin token at start (for an operator
 	// who lost admin.token).
 	ResetAdminToken bool
-	Update          updatesvc.Config
+	// PayloadDir, when set, is served read-only at /payloads/ so a small
+	// setup needs no separate file server for its update payloads.
+	PayloadDir string
+	Update     updatesvc.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -136,6 +140,9 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("/v1/update/", omahaH)
 	mux.Handle("/api/v1/", restapi.New(s.svc, s.log.With("component", "api")))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	if s.cfg.PayloadDir != "" {
+		mux.Handle("GET /payloads/", payloadFiles(s.cfg.PayloadDir))
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -297,4 +304,17 @@ func (s *Server) close() {
 	if s.lockFile != nil {
 		s.lockFile.Close()
 	}
+}
+
+// payloadFiles serves the files of dir (with Range support, which agents
+// use to resume downloads) but no directory listings.
+func payloadFiles(dir string) http.Handler {
+	fs := http.StripPrefix("/payloads/", http.FileServer(http.Dir(dir)))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		fs.ServeHTTP(w, r)
+	})
 }

@@ -240,3 +240,45 @@ func TestAPIRouteErrors(t *testing.T) {
 		t.Fatalf("unknown query parameter: %d %s", code, body)
 	}
 }
+
+// TestPayloadDir serves files with Range support and no directory listing.
+func TestPayloadDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "update.payload"), []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.PayloadDir = dir
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + srv.Addr() + "/payloads/"
+	req, _ := http.NewRequest(http.MethodGet, base+"update.payload", nil)
+	req.Header.Set("Range", "bytes=4-")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(b) != "456789" {
+		t.Fatalf("range request: %d %q", resp.StatusCode, b)
+	}
+	for _, p := range []string{"", "missing.payload"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET /payloads/%s: %d, want 404", p, resp.StatusCode)
+		}
+	}
+}
