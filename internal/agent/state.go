@@ -47,12 +47,16 @@ type Pending struct {
 	// TargetPartUUID is set once the target slot was chosen (write step).
 	TargetPartUUID string `json:"target_partuuid,omitempty"`
 	// ImageSHA256 is the verified image digest (from the signed header).
-	ImageSHA256 string    `json:"image_sha256,omitempty"`
-	ImageSize   int64     `json:"image_size,omitempty"`
-	Sent13      bool      `json:"sent_download_started,omitempty"`
-	Sent14      bool      `json:"sent_download_finished,omitempty"`
-	StartedAt   time.Time `json:"started_at"`
-	Resumed     bool      `json:"resumed,omitempty"`
+	ImageSHA256 string `json:"image_sha256,omitempty"`
+	// DataSize and DataSHA256 describe the payload's data section, hashed
+	// while it downloaded.
+	DataSize   int64     `json:"data_size,omitempty"`
+	DataSHA256 string    `json:"data_sha256,omitempty"`
+	ImageSize  int64     `json:"image_size,omitempty"`
+	Sent13     bool      `json:"sent_download_started,omitempty"`
+	Sent14     bool      `json:"sent_download_finished,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	Resumed    bool      `json:"resumed,omitempty"`
 	// BootID is the boot in which the commit step started; a different
 	// boot id at restart means power was lost around the GPT commit.
 	BootID string `json:"boot_id,omitempty"`

@@ -195,6 +195,30 @@ func BenchmarkWriteImage(b *testing.B) {
 	}
 }
 
+// BenchmarkWriteImageReadBack is what the agent does: Open +
+// VerifySignature + WriteImageReadBack (write, and read back and hash each
+// chunk beside the writing) + fsync.
+func BenchmarkWriteImageReadBack(b *testing.B) {
+	benchSetup(b)
+	for _, comp := range []string{CompressionNone, CompressionZstd} {
+		b.Run(comp, func(b *testing.B) {
+			b.SetBytes(benchImageSize)
+			for b.Loop() {
+				p, f := openBench(b, comp)
+				dst := freshDst(b)
+				if err := p.WriteImageReadBack(context.Background(), dst, benchImageSize, nil); err != nil {
+					b.Fatal(err)
+				}
+				if err := dst.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				dst.Close()
+				f.Close()
+			}
+		})
+	}
+}
+
 // BenchmarkWriteImageNoWriteback is BenchmarkWriteImage with the
 // writeback behind the writer turned off, for comparison.
 func BenchmarkWriteImageNoWriteback(b *testing.B) {

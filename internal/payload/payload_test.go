@@ -715,3 +715,50 @@ func TestWriteImageToFile(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamDigest: feeding a payload in pieces of any size gives the
+// data digest VerifyData checks; junk gives the same errors as Open.
+func TestStreamDigest(t *testing.T) {
+	for _, comp := range []string{CompressionNone, CompressionZstd} {
+		path, _, _ := buildTest(t, t.TempDir(), comp, 3<<20+17)
+		_, priv := newKey(t)
+		if err := Sign(context.Background(), path, priv); err != nil {
+			t.Fatal(err)
+		}
+		raw := readFile(t, path)
+		p, err := Open(bytes.NewReader(raw), int64(len(raw)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, piece := range []int{1, 7, 4096, 1 << 20, len(raw)} {
+			sd := NewStreamDigest()
+			for off := 0; off < len(raw); off += piece {
+				sd.Write(raw[off:min(off+piece, len(raw))])
+			}
+			n, sum, err := sd.Sum()
+			if err != nil || n != p.Header().DataSize || sum != p.Header().DataSHA256 {
+				t.Fatalf("%s in pieces of %d: %d %s %v, want %d %s", comp, piece, n, sum, err, p.Header().DataSize, p.Header().DataSHA256)
+			}
+		}
+		flipped := bytes.Clone(raw)
+		flipped[len(flipped)-1] ^= 1
+		sd := NewStreamDigest()
+		sd.Write(flipped)
+		if _, sum, _ := sd.Sum(); sum == p.Header().DataSHA256 {
+			t.Fatal("a changed data byte kept the digest")
+		}
+	}
+	for name, junk := range map[string][]byte{
+		"bad magic":    []byte("CrAU\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x10"),
+		"version 2":    append([]byte(Magic), 0, 0, 0, 2, 0, 0, 0, 1),
+		"header 0":     append([]byte(Magic), 0, 0, 0, 1, 0, 0, 0, 0),
+		"truncated":    []byte(Magic),
+		"sigs too big": append(append([]byte(Magic), 0, 0, 0, 1, 0, 0, 0, 2, '{', '}'), 0xff, 0xff, 0xff, 0xff),
+	} {
+		sd := NewStreamDigest()
+		sd.Write(junk)
+		if _, _, err := sd.Sum(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -142,6 +142,30 @@ var errStopped = errors.New("stopped")
 // VerifyData) first, and after WriteImage sync dst and compare its
 // content with VerifyImage.
 func (p *Payload) WriteImage(ctx context.Context, dst io.WriterAt, maxSize int64, progress func(done, total int64)) error {
+	return p.writeImage(ctx, dst, nil, maxSize, progress)
+}
+
+// ReadWriterAt is a write target that can be read back, such as a
+// partition.
+type ReadWriterAt interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
+// WriteImageReadBack writes the image like WriteImage, but instead of
+// hashing the bytes it is about to write it reads every chunk back from
+// dst once written and hashes what it read, in a pipeline stage that runs
+// beside the writes of the next chunks. ErrImageMismatch at the end means
+// dst does not hold the signed image. It does the work of WriteImage
+// followed by VerifyImage in about the time of one pass, because the
+// read-back hashing overlaps the writing on another core. Like VerifyImage
+// after a Sync, the read-back is served by the page cache: it proves what
+// the partition returns to readers, not what the medium holds.
+func (p *Payload) WriteImageReadBack(ctx context.Context, dst ReadWriterAt, maxSize int64, progress func(done, total int64)) error {
+	return p.writeImage(ctx, dst, dst, maxSize, progress)
+}
+
+func (p *Payload) writeImage(ctx context.Context, dst io.WriterAt, readBack io.ReaderAt, maxSize int64, progress func(done, total int64)) error {
 	h := &p.header
 	if maxSize <= 0 {
 		return fmt.Errorf("payload: write image: target size %d must be positive: %w", maxSize, ErrTooLarge)
@@ -180,18 +204,33 @@ func (p *Payload) WriteImage(ctx context.Context, dst io.WriterAt, maxSize int64
 		}
 		return nil
 	}
-	hashOnly := hashStage(sum, h.ImageSize, nil)
+	stages := []stage{hashStage(sum, h.ImageSize, nil), write}
+	if readBack != nil {
+		// Once written, a chunk's buffer is free: the read-back goes into
+		// it, and the next stage (another goroutine) hashes it, so reading
+		// and hashing overlap as well.
+		stages = []stage{write, func(c chunk) error {
+			if _, err := readBack.ReadAt(c.b, c.off); err != nil {
+				return fmt.Errorf("read back at %d: %w", c.off, err)
+			}
+			return nil
+		}, hashStage(sum, h.ImageSize, nil)}
+	}
 	var err error
 	if h.Compression == CompressionNone {
-		err = runPipeline(ctx, h.DataSize, readAtProducer(p.r, p.dataOff, h.DataSize), hashOnly, write)
+		err = runPipeline(ctx, h.DataSize, readAtProducer(p.r, p.dataOff, h.DataSize), stages...)
 	} else {
-		err = p.decompress(ctx, io.NewSectionReader(p.r, p.dataOff, h.DataSize), hashOnly, write)
+		err = p.decompress(ctx, io.NewSectionReader(p.r, p.dataOff, h.DataSize), stages...)
 	}
 	if err != nil {
 		return fmt.Errorf("payload: write image: %w", err)
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != h.ImageSHA256 {
-		return fmt.Errorf("payload: write image: image sha256 %s, header says %s: %w", got, h.ImageSHA256, ErrImageMismatch)
+		what := "image"
+		if readBack != nil {
+			what = "read-back image"
+		}
+		return fmt.Errorf("payload: write image: %s sha256 %s, header says %s: %w", what, got, h.ImageSHA256, ErrImageMismatch)
 	}
 	return nil
 }
