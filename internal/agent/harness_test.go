@@ -58,6 +58,8 @@ func newEnv(t *testing.T) *env {
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.SQLiteSync = "NORMAL"
+	cfg.Etcd.ClientURL = "http://127.0.0.1:0"
+	cfg.Etcd.PeerURL = "http://127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

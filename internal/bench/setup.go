@@ -34,6 +34,10 @@ func startServer(ctx context.Context, cfg OmahaConfig, logger *slog.Logger) (*in
 	scfg.Listen = "127.0.0.1:0"
 	scfg.SQLiteSync = cfg.SQLiteSync
 	scfg.ShutdownTimeout = 10 * time.Second
+	// Its own etcd on free ports, so it never collides with a server
+	// already running on this machine.
+	scfg.Etcd.ClientURL = "http://127.0.0.1:0"
+	scfg.Etcd.PeerURL = "http://127.0.0.1:0"
 	srv, err := server.New(ctx, scfg, logger.With("component", "bench-server"))
 	if err != nil {
 		os.RemoveAll(dir)

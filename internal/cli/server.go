@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,8 +31,13 @@ On the first start it creates an admin API token, writes it to
 <data-dir>/admin.token (mode 0600) and prints it once. Client commands run
 from the same directory find it there.
 
+It also runs an embedded etcd member (data in <data-dir>/etcd, clients on
+127.0.0.1:2379, peers on 127.0.0.1:2380) for reboot coordination. Several
+servers form one etcd cluster with --etcd-name, --etcd-peer-url and the same
+--etcd-initial-cluster; --etcd-endpoints uses an external etcd instead.
+
 Endpoints: POST /v1/update/ (Omaha, update_engine dialect), /api/v1/ (REST),
-/metrics (Prometheus), /healthz, /readyz.`,
+/metrics (Prometheus), /healthz, /readyz (store and etcd).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.cfg.DataDir = g.dataDir
@@ -46,6 +53,21 @@ Endpoints: POST /v1/update/ (Omaha, update_engine dialect), /api/v1/ (REST),
 	f.StringVar(&o.cfg.PayloadDir, "payload-dir", "", "serve the update payloads in this directory at /payloads/ (Range requests supported)")
 	f.BoolVar(&o.cfg.ResetAdminToken, "reset-admin-token", false, "create a new admin token, write it to <data-dir>/admin.token and print it (old tokens stay valid until deleted)")
 	f.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", o.cfg.ShutdownTimeout, "how long in-flight requests may take to finish on shutdown")
+	e := &o.cfg.Etcd
+	f.StringVar(&e.Name, "etcd-name", e.Name, "name of the embedded etcd member (unique in its cluster)")
+	f.StringVar(&e.ClientURL, "etcd-client-url", e.ClientURL, "URL the embedded etcd member serves clients on and advertises (IP address; port 0 picks a free port, single member only)")
+	f.StringVar(&e.PeerURL, "etcd-peer-url", e.PeerURL, "URL the embedded etcd member talks to its peers on and advertises (IP address; must match its --etcd-initial-cluster entry)")
+	f.StringVar(&e.InitialCluster, "etcd-initial-cluster", "", "members of a new etcd cluster as NAME=PEER-URL,... (default: this member alone); used on the first start only")
+	f.StringVar(&e.ClusterState, "etcd-initial-cluster-state", e.ClusterState, "new (bootstrap a new cluster) or existing (join one after 'etcdctl member add')")
+	f.StringVar(&e.ClusterToken, "etcd-cluster-token", e.ClusterToken, "token shared by the members of one etcd cluster")
+	f.DurationVar(&e.AutoCompactionRetention, "etcd-auto-compaction", e.AutoCompactionRetention, "etcd history kept before periodic compaction (0 turns compaction off)")
+	f.DurationVar(&e.StartTimeout, "etcd-start-timeout", e.StartTimeout, "how long to wait for the etcd cluster to form (a quorum of members started)")
+	f.StringSliceVar(&e.Endpoints, "etcd-endpoints", nil, "client URLs of an external etcd cluster to use instead of the embedded member (comma-separated)")
+	f.StringVar(&e.CAFile, "etcd-cacert", "", "CA certificate to verify the external etcd's server certificate (default: system roots)")
+	f.StringVar(&e.CertFile, "etcd-cert", "", "client certificate for the external etcd (with --etcd-key)")
+	f.StringVar(&e.KeyFile, "etcd-key", "", "client key for the external etcd (with --etcd-cert)")
+	f.StringVar(&e.Username, "etcd-username", "", "user name for an external etcd with authentication")
+	f.StringVar(&e.Password, "etcd-password", "", "password for --etcd-username (env FLOTILLA_ETCD_PASSWORD, which keeps it out of the process list)")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
@@ -65,6 +87,9 @@ func runServer(cmd *cobra.Command, g *globals, o *serverOpts) error {
 	if o.cfg.Update.Retention < time.Hour {
 		return usagef("--retention %s: want at least 1h", o.cfg.Update.Retention)
 	}
+	if err := checkEtcdFlags(cmd, &o.cfg); err != nil {
+		return err
+	}
 	ctx := cmd.Context()
 	srv, err := server.New(ctx, o.cfg, logger)
 	if err != nil {
@@ -82,5 +107,44 @@ func runServer(cmd *cobra.Command, g *globals, o *serverOpts) error {
 		return err
 	}
 	logger.Info("flotilla server stopped")
+	return nil
+}
+
+// embeddedEtcdFlags configure the embedded member; they mean nothing with
+// --etcd-endpoints.
+var embeddedEtcdFlags = []string{"etcd-name", "etcd-client-url", "etcd-peer-url", "etcd-initial-cluster",
+	"etcd-initial-cluster-state", "etcd-cluster-token", "etcd-auto-compaction", "etcd-start-timeout"}
+
+// externalEtcdFlags configure the client of an external cluster.
+var externalEtcdFlags = []string{"etcd-cacert", "etcd-cert", "etcd-key", "etcd-username", "etcd-password"}
+
+// checkEtcdFlags refuses flags for the embedded member together with
+// --etcd-endpoints and vice versa, takes the password from the environment
+// and validates the rest before anything is started.
+func checkEtcdFlags(cmd *cobra.Command, cfg *server.Config) error {
+	f := cmd.Flags()
+	if cfg.Etcd.Password == "" && cfg.Etcd.Username != "" {
+		cfg.Etcd.Password = os.Getenv("FLOTILLA_ETCD_PASSWORD")
+	}
+	if len(cfg.Etcd.Endpoints) > 0 {
+		for _, name := range embeddedEtcdFlags {
+			if f.Changed(name) {
+				return usagef("--%s configures the embedded etcd member, which --etcd-endpoints replaces: give one or the other", name)
+			}
+		}
+	} else {
+		for _, name := range externalEtcdFlags {
+			if f.Changed(name) {
+				return usagef("--%s is for an external etcd: it needs --etcd-endpoints", name)
+			}
+		}
+	}
+	check := cfg.Etcd
+	if check.DataDir == "" && !check.External() {
+		check.DataDir = filepath.Join(cfg.DataDir, "etcd")
+	}
+	if err := check.Validate(); err != nil {
+		return usageError{err}
+	}
 	return nil
 }

@@ -1,7 +1,8 @@
 // Package server is the composition root of `flotilla server`: it opens the
-// data directory and the store, seeds a fresh installation, builds the
-// update service, the REST API and the Omaha endpoint, and runs them behind
-// one HTTP server with graceful shutdown.
+// data directory and the store, seeds a fresh installation, starts or
+// connects to etcd (the process's one etcd client lives in Etcd), builds
+// the update service, the REST API and the Omaha endpoint, and runs them
+// behind one HTTP server with graceful shutdown.
 package server
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/flotilla/flotilla/internal/etcdserver"
 	"github.com/flotilla/flotilla/internal/lockfile"
 	"github.com/flotilla/flotilla/internal/obs"
 	"github.com/flotilla/flotilla/internal/restapi"
@@ -47,6 +49,11 @@ type Config struct {
 	// setup needs no separate file server for its update payloads.
 	PayloadDir string
 	Update     updatesvc.Config
+	// Etcd is the embedded etcd member (by default one member named
+	// "flotilla" on 127.0.0.1:2379/2380 with its data in
+	// <DataDir>/etcd) or the external cluster to use. Several servers on
+	// one machine (and tests) need other ports; port 0 picks free ones.
+	Etcd etcdserver.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -57,6 +64,7 @@ func DefaultConfig() Config {
 		SQLiteSync:      "FULL",
 		ShutdownTimeout: 15 * time.Second,
 		Update:          updatesvc.DefaultConfig(),
+		Etcd:            etcdserver.DefaultConfig(),
 	}
 }
 
@@ -67,6 +75,8 @@ type Server struct {
 	reg      *prometheus.Registry
 	st       store.Store
 	svc      *updatesvc.Service
+	etcd     *etcdserver.Etcd
+	etcdUp   prometheus.Gauge
 	ln       net.Listener
 	handler  http.Handler
 	lockFile *os.File
@@ -76,7 +86,9 @@ type Server struct {
 	AdminToken string
 }
 
-// New opens the data directory and store and binds the listener, so that
+// New opens the data directory and store, starts the embedded etcd member
+// (waiting for its cluster's quorum, up to cfg.Etcd.StartTimeout) or
+// connects to the external one, and binds the listener, so that
 // configuration errors surface before Run and Addr is known at once.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -113,6 +125,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	s.svc = svc
+	ecfg := cfg.Etcd
+	if ecfg.DataDir == "" && !ecfg.External() {
+		ecfg.DataDir = filepath.Join(cfg.DataDir, "etcd")
+	}
+	etcd, err := etcdserver.Start(ctx, ecfg, logger.With("component", "etcd"))
+	if err != nil {
+		return nil, err
+	}
+	s.etcd = etcd
+	s.etcdUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flotilla_etcd_up",
+		Help: "1 when the last etcd health check (a linearizable read) passed, 0 otherwise.",
+	})
+	s.etcdUp.Set(1) // Start has just seen it ready
+	if err := s.reg.Register(s.etcdUp); err != nil {
+		return nil, fmt.Errorf("register etcd metrics: %w", err)
+	}
 	hm, err := obs.NewHTTPMetrics(s.reg, logger)
 	if err != nil {
 		return nil, err
@@ -150,13 +179,22 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
+		storeErr := s.st.Ping(ctx)
+		etcdErr := s.checkEtcd(ctx)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if err := s.st.Ping(ctx); err != nil {
+		if storeErr != nil || etcdErr != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "store: %v\n", err)
-			return
 		}
-		fmt.Fprintln(w, "ok")
+		for _, c := range []struct {
+			name string
+			err  error
+		}{{"store", storeErr}, {"etcd", etcdErr}} {
+			if c.err != nil {
+				fmt.Fprintf(w, "%s: %v\n", c.name, c.err)
+			} else {
+				fmt.Fprintf(w, "%s: ok\n", c.name)
+			}
+		}
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -236,9 +274,58 @@ func (s *Server) Service() *updatesvc.Service { return s.svc }
 // Store is the server's store.
 func (s *Server) Store() store.Store { return s.st }
 
+// Etcd is the server's etcd: the embedded member or the external cluster,
+// with the process's one client (Etcd().Client()).
+func (s *Server) Etcd() *etcdserver.Etcd { return s.etcd }
+
+// etcdCheckInterval is how often Run checks etcd's health for the
+// flotilla_etcd_up gauge (/readyz checks on every request).
+const etcdCheckInterval = 10 * time.Second
+
+// checkEtcd runs the etcd health check and records it in flotilla_etcd_up.
+func (s *Server) checkEtcd(ctx context.Context) error {
+	err := s.etcd.Health(ctx)
+	if err != nil {
+		s.etcdUp.Set(0)
+	} else {
+		s.etcdUp.Set(1)
+	}
+	return err
+}
+
+// watchEtcd keeps flotilla_etcd_up current, logs when etcd becomes
+// unhealthy or recovers, and fails when the embedded member stops on its
+// own, so that the server exits and its supervisor restarts it.
+func (s *Server) watchEtcd(ctx context.Context) error {
+	t := time.NewTicker(etcdCheckInterval)
+	defer t.Stop()
+	healthy := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-s.etcd.Err():
+			return fmt.Errorf("etcd: %w", err)
+		case <-t.C:
+			err := s.checkEtcd(ctx)
+			if ctx.Err() != nil {
+				return nil // shutting down: the check was cut short
+			}
+			switch {
+			case err != nil && healthy:
+				s.log.Warn("etcd unhealthy", "err", err)
+			case err == nil && !healthy:
+				s.log.Info("etcd healthy again")
+			}
+			healthy = err == nil
+		}
+	}
+}
+
 // Run serves until ctx is cancelled, then shuts down gracefully: it stops
-// accepting, lets in-flight requests finish (up to ShutdownTimeout) and
-// closes the store. It always releases the server's resources.
+// accepting, lets in-flight requests finish (up to ShutdownTimeout), then
+// closes etcd (the client, then the embedded member) and the store. It
+// always releases the server's resources.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.close()
 	hs := &http.Server{
@@ -278,6 +365,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return s.svc.Run(gctx) })
+	g.Go(func() error { return s.watchEtcd(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)
@@ -295,6 +383,11 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) close() {
 	if s.ln != nil {
 		s.ln.Close()
+	}
+	if s.etcd != nil {
+		if err := s.etcd.Close(); err != nil {
+			s.log.Warn("close etcd", "err", err)
+		}
 	}
 	if s.st != nil {
 		if err := s.st.Close(); err != nil {

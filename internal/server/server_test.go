@@ -5,24 +5,42 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/flotilla/flotilla/internal/etcdserver"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/omaha"
 )
 
-// startTestServer runs a real server on a loopback port over a fresh data
-// directory and returns its base URL.
-func startTestServer(t *testing.T) (*Server, string) {
+// testConfig is the default configuration on free loopback ports (HTTP
+// and etcd) over a fresh data directory.
+func testConfig(t *testing.T) Config {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.SQLiteSync = "NORMAL"
+	cfg.Etcd.ClientURL = "http://127.0.0.1:0"
+	cfg.Etcd.PeerURL = "http://127.0.0.1:0"
+	return cfg
+}
+
+// startTestServer runs a real server on a loopback port over a fresh data
+// directory and returns its base URL.
+func startTestServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	return startServerWith(t, testConfig(t))
+}
+
+// startServerWith runs a server with cfg until the test ends.
+func startServerWith(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -186,13 +204,13 @@ func TestHTTPSurface(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || !strings.Contains(body, "ok") {
 		t.Fatalf("/healthz: %d %q", code, body)
 	}
-	if code, _ := get("/readyz"); code != 200 {
-		t.Fatalf("/readyz: %d", code)
+	if code, body := get("/readyz"); code != 200 || body != "store: ok\netcd: ok\n" {
+		t.Fatalf("/readyz: %d %q", code, body)
 	}
 	// One Omaha request so the counters have a sample.
 	post(t, base+"/v1/update", `<request protocol="3.0"><app appid="{`+omaha.FlatcarAppID+`}" machineid="abc" track="stable" version="1.0.0"><ping active="1"/></app></request>`)
 	code, body := get("/metrics")
-	for _, name := range []string{"flotilla_omaha_requests_total", "flotilla_http_requests_total", "flotilla_build_info", "go_goroutines", `flotilla_group_instances{app="e96281a6-d1af-4bde-9a0a-97b76e56dc57",group="stable",status="idle"} 1`, `flotilla_group_paused{app="e96281a6-d1af-4bde-9a0a-97b76e56dc57",group="stable"} 0`} {
+	for _, name := range []string{"flotilla_omaha_requests_total", "flotilla_http_requests_total", "flotilla_build_info", "go_goroutines", "flotilla_etcd_up 1", `flotilla_group_instances{app="e96281a6-d1af-4bde-9a0a-97b76e56dc57",group="stable",status="idle"} 1`, `flotilla_group_paused{app="e96281a6-d1af-4bde-9a0a-97b76e56dc57",group="stable"} 0`} {
 		if code != 200 || !strings.Contains(body, name) {
 			t.Fatalf("/metrics lacks %s (HTTP %d)", name, code)
 		}
@@ -247,9 +265,7 @@ func TestPayloadDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "update.payload"), []byte("0123456789"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := testConfig(t)
 	cfg.PayloadDir = dir
 	ctx, cancel := context.WithCancel(context.Background())
 	srv, err := New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -280,5 +296,134 @@ func TestPayloadDir(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET /payloads/%s: %d, want 404", p, resp.StatusCode)
 		}
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestReadyzReportsEtcd runs a server against an external etcd member and
+// stops that member: /readyz turns 503 naming etcd, and the store line
+// stays ok.
+func TestReadyzReportsEtcd(t *testing.T) {
+	ecfg := etcdserver.DefaultConfig()
+	ecfg.DataDir = filepath.Join(t.TempDir(), "etcd")
+	ecfg.ClientURL, ecfg.PeerURL = "http://127.0.0.1:0", "http://127.0.0.1:0"
+	member, err := etcdserver.Start(t.Context(), ecfg, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
+
+	cfg := testConfig(t)
+	cfg.Etcd = etcdserver.DefaultConfig()
+	cfg.Etcd.Endpoints = []string{member.ClientURL()}
+	srv, base := startServerWith(t, cfg)
+	if srv.Etcd().Embedded() {
+		t.Fatal("server with etcd endpoints embeds a member")
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "etcd")); !os.IsNotExist(err) {
+		t.Fatalf("external mode created <data-dir>/etcd: %v", err)
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != 200 || body != "store: ok\netcd: ok\n" {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+
+	member.Close()
+	code, body := httpGet(t, base+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "store: ok\netcd: ") || strings.Contains(body, "etcd: ok") {
+		t.Fatalf("/readyz with etcd down: %d %q", code, body)
+	}
+	if _, body := httpGet(t, base+"/metrics"); !strings.Contains(body, "flotilla_etcd_up 0") {
+		t.Fatal("flotilla_etcd_up is not 0 after a failed check")
+	}
+	if code, _ := httpGet(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz with etcd down: %d (liveness must not depend on etcd)", code)
+	}
+}
+
+// TestShutdownClosesEtcd checks that the embedded member stops with the
+// server: its data directory can be opened again, with the data in it.
+func TestShutdownClosesEtcd(t *testing.T) {
+	cfg := testConfig(t)
+	srv, err := New(t.Context(), cfg, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	e := srv.Etcd()
+	if !e.Embedded() || e.MemberName() != etcdserver.DefaultName {
+		t.Fatalf("Embedded %v, MemberName %q", e.Embedded(), e.MemberName())
+	}
+	pctx, pcancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer pcancel()
+	if _, err := e.Client().Put(pctx, "/test/k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	ecfg := cfg.Etcd
+	ecfg.DataDir = filepath.Join(cfg.DataDir, "etcd")
+	again, err := etcdserver.Start(t.Context(), ecfg, discardLogger())
+	if err != nil {
+		t.Fatalf("etcd data dir still held after the server stopped: %v", err)
+	}
+	defer again.Close()
+	resp, err := again.Client().Get(pctx, "/test/k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("after restart: %v, %v", resp, err)
+	}
+}
+
+// TestStartupFailureReleasesEverything: a failure after etcd started (the
+// HTTP port is taken) closes etcd and unlocks the data directory, and a
+// refused etcd configuration fails New without holding anything.
+func TestStartupFailureReleasesEverything(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := testConfig(t)
+	cfg.Listen = busy.Addr().String()
+	if _, err := New(t.Context(), cfg, discardLogger()); err == nil || !strings.Contains(err.Error(), "listen on") {
+		t.Fatalf("New on a busy port: %v", err)
+	}
+	bad := cfg
+	bad.Listen = "127.0.0.1:0"
+	bad.Etcd.ClusterState = "bogus"
+	if _, err := New(t.Context(), bad, discardLogger()); err == nil || !strings.Contains(err.Error(), `"bogus"`) {
+		t.Fatalf("New with a bad etcd cluster state: %v", err)
+	}
+	cfg.Listen = "127.0.0.1:0"
+	startServerWith(t, cfg)
+}
+
+// TestSecondServerOnSameDataDir fails fast on the server's own lock, before
+// etcd is touched.
+func TestSecondServerOnSameDataDir(t *testing.T) {
+	cfg := testConfig(t)
+	startServerWith(t, cfg)
+	start := time.Now()
+	if _, err := New(t.Context(), cfg, discardLogger()); err == nil || !strings.Contains(err.Error(), "in use by another flotilla server") {
+		t.Fatalf("second server on the same data dir: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("second server took %s to fail", d)
 	}
 }

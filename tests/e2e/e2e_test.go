@@ -86,7 +86,8 @@ var listenRE = regexp.MustCompile(`addr=http://(127\.0\.0\.1:\d+)`)
 func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	bin := flotillaBinary(t)
-	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL"}, extra...)
+	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL",
+		"--etcd-client-url", "http://127.0.0.1:0", "--etcd-peer-url", "http://127.0.0.1:0"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stdout := &syncBuffer{}
 	cmd.Stdout = stdout
