@@ -1,0 +1,5 @@
+//go:build !race
+
+package rebootlock
+
+const raceEnabled = false
