@@ -368,3 +368,46 @@ func (c *Client) CreateToken(ctx context.Context, t v1.CreateToken) (v1.CreatedT
 func (c *Client) DeleteToken(ctx context.Context, id string) error {
 	return c.call(ctx, http.MethodDelete, []string{"tokens", id}, nil, nil, nil)
 }
+
+// ListLocks returns every reboot group's semaphore (GET /api/v1/locks).
+func (c *Client) ListLocks(ctx context.Context) (v1.LockGroupList, error) {
+	var out v1.LockGroupList
+	err := c.get(ctx, []string{"locks"}, nil, &out)
+	return out, err
+}
+
+// GetLock returns one reboot group's semaphore (GET /api/v1/locks/{group}).
+func (c *Client) GetLock(ctx context.Context, group string) (v1.LockGroup, error) {
+	var out v1.LockGroup
+	err := c.get(ctx, []string{"locks", group}, nil, &out)
+	return out, err
+}
+
+// PatchLock changes a reboot group's max, hold deadline or auto-release
+// (PATCH /api/v1/locks/{group}).
+func (c *Client) PatchLock(ctx context.Context, group string, p v1.LockGroupPatch) (v1.LockGroup, error) {
+	var out v1.LockGroup
+	err := c.call(ctx, http.MethodPatch, []string{"locks", group}, nil, p, &out)
+	return out, err
+}
+
+// LockSlot takes a slot for a machine (POST /api/v1/locks/{group}/holders).
+func (c *Client) LockSlot(ctx context.Context, group, id string) (v1.LockGroup, error) {
+	var out v1.LockGroup
+	err := c.call(ctx, http.MethodPost, []string{"locks", group, "holders"}, nil, v1.LockRequest{ID: id}, &out)
+	return out, err
+}
+
+// UnlockSlot force-releases a machine's slot
+// (DELETE /api/v1/locks/{group}/holders/{id}).
+func (c *Client) UnlockSlot(ctx context.Context, group, id string) error {
+	return c.call(ctx, http.MethodDelete, []string{"locks", group, "holders", id}, nil, nil, nil)
+}
+
+// LockActivity lists a reboot group's lock events
+// (GET /api/v1/locks/{group}/activity).
+func (c *Client) LockActivity(ctx context.Context, group string) (v1.ActivityList, error) {
+	var out v1.ActivityList
+	err := c.get(ctx, []string{"locks", group, "activity"}, nil, &out)
+	return out, err
+}

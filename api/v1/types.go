@@ -263,3 +263,56 @@ type CreatedToken struct {
 	Token
 	Secret string `json:"secret"`
 }
+
+// LockGroup is a reboot group's semaphore: GET /api/v1/locks/{group}.
+type LockGroup struct {
+	Group string `json:"group"`
+	Max   int    `json:"max"`
+	// Available is max minus holders; it is negative while the max was
+	// lowered below the number of holders.
+	Available    int          `json:"available"`
+	HoldDeadline string       `json:"hold_deadline"` // Go duration
+	AutoRelease  bool         `json:"auto_release"`
+	Holders      []LockHolder `json:"holders"`
+	Waiters      []LockWaiter `json:"waiters"`
+}
+
+// LockHolder is a machine holding a reboot slot. The record survives the
+// machine's reboot; the machine releases it after a healthy boot.
+type LockHolder struct {
+	ID          string     `json:"id"`
+	BootID      string     `json:"boot_id,omitempty"`
+	Token       int64      `json:"token"`
+	AcquiredAt  time.Time  `json:"acquired_at"`
+	Phase       string     `json:"phase"`
+	RebootingAt *time.Time `json:"rebooting_at,omitempty"`
+	VersionFrom string     `json:"version_from,omitempty"`
+	VersionTo   string     `json:"version_to,omitempty"`
+	Overdue     bool       `json:"overdue"`
+}
+
+// LockWaiter is a machine waiting for a slot, in grant order.
+type LockWaiter struct {
+	ID       string    `json:"id"`
+	Since    time.Time `json:"since"`
+	Position int       `json:"position"`
+}
+
+// LockGroupList is GET /api/v1/locks.
+type LockGroupList struct {
+	Groups []LockGroup `json:"groups"`
+}
+
+// LockGroupPatch is PATCH /api/v1/locks/{group}; absent fields keep their
+// value. A change of max takes effect at once.
+type LockGroupPatch struct {
+	Max          *int    `json:"max,omitempty"`
+	HoldDeadline *string `json:"hold_deadline,omitempty"`
+	AutoRelease  *bool   `json:"auto_release,omitempty"`
+}
+
+// LockRequest is POST /api/v1/locks/{group}/holders: an operator takes a
+// slot for a machine (e.g. to keep it from rebooting into a busy group).
+type LockRequest struct {
+	ID string `json:"id"`
+}

@@ -82,9 +82,9 @@ type Config struct {
 	// Rebooter performs the reboot (StrategyReboot, and the rollback after
 	// a failed health gate).
 	Rebooter Rebooter
-	// Coordinator, when set, is asked before rebooting and told after the
-	// new boot passed its health gate (etcd-lock, fleetlock).
-	Coordinator Coordinator
+	// Coordinators by REBOOT_STRATEGY (etcd-lock, fleetlock): asked before
+	// rebooting, told after a new boot passed its health gate.
+	Coordinators map[string]Coordinator
 
 	HTTPClient *http.Client
 	// CrashPoint, for tests only, names a step at which the process kills

@@ -112,6 +112,7 @@ func (a *Agent) runHealthGate(ctx context.Context) {
 	if a.cfg.Disk == "" || a.cfg.BootedPartUUID == "" || good {
 		a.metrics.healthy.Set(1)
 		done()
+		a.releaseSlot(ctx)
 		return
 	}
 	booted, err := a.bootedPartition()
@@ -124,6 +125,7 @@ func (a *Agent) runHealthGate(ctx context.Context) {
 		a.metrics.healthy.Set(1)
 		_ = a.update(a.confirmBoot)
 		done()
+		a.releaseSlot(ctx)
 		return
 	}
 	uptime := a.cfg.Health.Uptime
@@ -148,12 +150,8 @@ func (a *Agent) runHealthGate(ctx context.Context) {
 			} else {
 				a.metrics.healthy.Set(1)
 				a.log.Info("health gate passed; slot marked good", "slot", booted.Name, "uptime", up.Round(time.Second))
-				if a.cfg.Coordinator != nil {
-					if err := a.cfg.Coordinator.AfterHealthy(ctx); err != nil {
-						a.log.Warn("reboot coordinator: release after a healthy boot failed", "err", err)
-					}
-				}
 				done()
+				a.releaseSlot(ctx)
 				return
 			}
 		} else if reason != lastReason {

@@ -63,7 +63,7 @@ func (a *Agent) maybeReboot(ctx context.Context) (time.Duration, bool) {
 		return 0, false
 	case StrategyReboot:
 	case StrategyEtcdLock, StrategyFleet:
-		if a.cfg.Coordinator == nil {
+		if a.cfg.Coordinators[strategy] == nil {
 			a.noteOnce("reboot required; REBOOT_STRATEGY=" + strategy + " needs a reboot coordinator, which this agent was not configured with")
 			return 0, false
 		}
@@ -85,8 +85,8 @@ func (a *Agent) maybeReboot(ctx context.Context) (time.Duration, bool) {
 	if !a.rebootAt.IsZero() && now.Sub(a.rebootAt) < rebootRetry {
 		return rebootRetry - now.Sub(a.rebootAt), true
 	}
-	if a.cfg.Coordinator != nil && strategy != StrategyReboot {
-		if err := a.cfg.Coordinator.BeforeReboot(ctx); err != nil {
+	if coord := a.cfg.Coordinators[strategy]; coord != nil {
+		if err := coord.BeforeReboot(ctx); err != nil {
 			a.log.Warn("reboot coordinator refused for now", "err", err)
 			return time.Minute, true
 		}
@@ -140,5 +140,25 @@ func (a *Agent) noteOnce(msg string) {
 	a.mu.Unlock()
 	if !same {
 		a.log.Info(msg)
+	}
+}
+
+// releaseSlot tells the reboot coordinator that this boot is healthy, so a
+// slot taken before the reboot goes back. It is not called while an
+// applied update waits for its reboot in this boot: that slot is needed.
+func (a *Agent) releaseSlot(ctx context.Context) {
+	a.mu.Lock()
+	waiting := a.st.RebootPending != nil && a.st.RebootPending.BootID == a.cfg.BootID
+	a.mu.Unlock()
+	if waiting {
+		return
+	}
+	strategy := strings.TrimSpace(a.readConf().Get(KeyRebootStrategy))
+	coord := a.cfg.Coordinators[strategy]
+	if coord == nil {
+		return
+	}
+	if err := coord.AfterHealthy(ctx); err != nil && ctx.Err() == nil {
+		a.log.Warn("reboot coordinator: release after a healthy boot failed", "err", err)
 	}
 }

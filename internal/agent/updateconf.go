@@ -18,6 +18,9 @@ const (
 	KeyRebootWindowStart = "LOCKSMITHD_REBOOT_WINDOW_START"
 	KeyRebootWindowLen   = "LOCKSMITHD_REBOOT_WINDOW_LENGTH"
 	KeyMachineAlias      = "MACHINE_ALIAS"
+	// KeyRebootGroup is locksmith's reboot group (it read LOCKSMITHD_GROUP
+	// from the same environment files).
+	KeyRebootGroup = "LOCKSMITHD_GROUP"
 )
 
 // ServerDisabled as SERVER turns update checks off (the health gate still

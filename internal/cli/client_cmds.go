@@ -14,5 +14,6 @@ func clientCommands(g *globals) []*cobra.Command {
 		newActivityCmd(g),
 		newTokenCmd(g),
 		newErrorCodeCmd(g),
+		newLockCmd(g),
 	}
 }

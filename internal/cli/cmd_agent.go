@@ -2,8 +2,9 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -11,14 +12,29 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/flotilla/flotilla/internal/agent"
+	"github.com/flotilla/flotilla/internal/etcdserver"
+	"github.com/flotilla/flotilla/internal/fleetlock"
 	"github.com/flotilla/flotilla/internal/obs"
+	"github.com/flotilla/flotilla/internal/rebootlock"
 )
 
 const defaultAgentSocket = "/run/flotilla/agent.sock"
 
 type agentOpts struct {
 	cfg           agent.Config
+	etcdEndpoints []string
+	etcdCA        string
+	etcdCert      string
+	etcdKey       string
+	etcdMember    string
+	fleetlockURL  string
+	rebootGroup   string
+	lockInterval  time.Duration
 	socket        string
 	machineIDFile string
 	osRelease     string
@@ -91,6 +107,14 @@ from the agent's start.`,
 	f.DurationVar(&o.cfg.Health.Interval, "health-interval", o.cfg.Health.Interval, "how often the health gate is evaluated")
 	f.StringArrayVar(&o.cfg.Health.Units, "health-unit", nil, "systemd unit that must be active (repeatable)")
 	f.StringArrayVar(&o.cfg.Health.Commands, "health-command", nil, "command that must exit 0, run with sh -c (repeatable)")
+	f.StringSliceVar(&o.etcdEndpoints, "etcd-endpoints", nil, "etcd endpoints for REBOOT_STRATEGY=etcd-lock (the cluster the servers use)")
+	f.StringVar(&o.etcdCA, "etcd-cacert", "", "CA bundle for etcd's TLS (alone: server-only TLS)")
+	f.StringVar(&o.etcdCert, "etcd-cert", "", "client certificate for etcd")
+	f.StringVar(&o.etcdKey, "etcd-key", "", "client key for etcd")
+	f.StringVar(&o.etcdMember, "etcd-member-name", "", "this machine's etcd member name: reboot only while every other member is healthy")
+	f.StringVar(&o.fleetlockURL, "fleetlock-url", "", "FleetLock base URL for REBOOT_STRATEGY=fleetlock, e.g. http://flotilla:8080/fleetlock")
+	f.StringVar(&o.rebootGroup, "reboot-group", "", "reboot group (default: LOCKSMITHD_GROUP from update.conf, else \"default\")")
+	f.DurationVar(&o.lockInterval, "lock-interval", 0, "wait between attempts while the reboot group is full (default 5s etcd-lock, 15s fleetlock)")
 	f.StringVar(&o.rebootCommand, "reboot-command", "systemctl reboot", "command that reboots the machine (run with sh -c)")
 	f.StringVar(&o.cfg.RebootRequiredFile, "reboot-required-file", o.cfg.RebootRequiredFile, "file created once an update waits for a reboot (\"\" to disable)")
 	f.StringVar(&o.cfg.CrashPoint, "crash-point", os.Getenv("FLOTILLA_AGENT_CRASH_POINT"), "testing only: kill the process at this step")
@@ -177,6 +201,11 @@ func runAgent(cmd *cobra.Command, g *globals, o *agentOpts) error {
 		logger.Warn("no disk with USR-A/USR-B found; updates will fail until --disk is given")
 	}
 	reg := obs.NewRegistry()
+	closeCoord, err := o.coordinators(logger, reg)
+	if err != nil {
+		return err
+	}
+	defer closeCoord()
 	a, err := agent.New(o.cfg, logger, reg)
 	if err != nil {
 		return err
@@ -203,19 +232,13 @@ func newAgentStatusCmd(g *globals, o *agentOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.output == "json" {
-				return writeJSONOut(g, r)
+			if g.jsonOutput() {
+				return printJSON(g.stdout, r)
 			}
 			fmt.Fprint(g.stdout, agent.StatusLines(r))
 			return nil
 		},
 	}
-}
-
-func writeJSONOut(g *globals, v any) error {
-	enc := json.NewEncoder(g.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func newAgentCheckCmd(g *globals, o *agentOpts) *cobra.Command {
@@ -341,4 +364,49 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// coordinators builds the reboot coordinators the flags ask for: etcd-lock
+// with --etcd-endpoints, fleetlock with --fleetlock-url.
+func (o *agentOpts) coordinators(logger *slog.Logger, reg prometheus.Registerer) (func(), error) {
+	o.cfg.Coordinators = map[string]agent.Coordinator{}
+	closeAll := func() {}
+	group := o.rebootGroup
+	if group == "" {
+		if c, err := agent.ReadUpdateConf(o.cfg.UpdateConfPaths); err == nil {
+			group = c.Get(agent.KeyRebootGroup)
+		}
+	}
+	if group == "" {
+		group = rebootlock.DefaultGroup
+	}
+	if err := rebootlock.ValidateGroup(group); err != nil {
+		return closeAll, usageError{err}
+	}
+	if o.fleetlockURL != "" {
+		o.cfg.Coordinators[agent.StrategyFleet] = &agent.FleetLockCoordinator{
+			Client: &fleetlock.Client{BaseURL: o.fleetlockURL, HTTP: &http.Client{Timeout: time.Minute}},
+			Group:  group, ID: o.cfg.MachineID, Interval: o.lockInterval, Log: logger.With("component", "fleetlock"),
+		}
+	}
+	if len(o.etcdEndpoints) > 0 {
+		tlsCfg, err := etcdserver.ClientTLS(o.etcdCA, o.etcdCert, o.etcdKey)
+		if err != nil {
+			return closeAll, err
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: o.etcdEndpoints, DialTimeout: 10 * time.Second, TLS: tlsCfg, Logger: zap.NewNop()})
+		if err != nil {
+			return closeAll, fmt.Errorf("etcd client: %w", err)
+		}
+		closeAll = func() { cli.Close() }
+		locks, err := rebootlock.New(cli, rebootlock.Config{}, logger, reg)
+		if err != nil {
+			return closeAll, err
+		}
+		o.cfg.Coordinators[agent.StrategyEtcdLock] = &agent.EtcdCoordinator{
+			Locks: locks, Group: group, ID: o.cfg.MachineID, BootID: o.cfg.BootID, Interval: o.lockInterval,
+			EtcdMember: o.etcdMember, Etcd: cli, Log: logger.With("component", "etcd-lock"),
+		}
+	}
+	return closeAll, nil
 }

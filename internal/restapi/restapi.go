@@ -21,6 +21,7 @@ import (
 	"time"
 
 	v1 "github.com/flotilla/flotilla/api/v1"
+	"github.com/flotilla/flotilla/internal/rebootlock"
 	"github.com/flotilla/flotilla/internal/rollout"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/updatesvc"
@@ -33,11 +34,12 @@ const MaxBodyBytes = 1 << 20
 
 // Handler serves /api/v1.
 type Handler struct {
-	svc *updatesvc.Service
-	st  store.Store
-	log *slog.Logger
-	now func() time.Time
-	mux *http.ServeMux
+	svc   *updatesvc.Service
+	st    store.Store
+	log   *slog.Logger
+	now   func() time.Time
+	mux   *http.ServeMux
+	locks *rebootlock.Manager
 
 	tokMu  sync.Mutex
 	tokens map[string]cachedToken // by hash

@@ -23,8 +23,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flotilla/flotilla/internal/etcdserver"
+	"github.com/flotilla/flotilla/internal/fleetlock"
 	"github.com/flotilla/flotilla/internal/lockfile"
 	"github.com/flotilla/flotilla/internal/obs"
+	"github.com/flotilla/flotilla/internal/rebootlock"
 	"github.com/flotilla/flotilla/internal/restapi"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/store/sqlite"
@@ -54,6 +56,8 @@ type Config struct {
 	// <DataDir>/etcd) or the external cluster to use. Several servers on
 	// one machine (and tests) need other ports; port 0 picks free ones.
 	Etcd etcdserver.Config
+	// RebootLock configures the reboot semaphore kept in etcd.
+	RebootLock rebootlock.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -70,16 +74,18 @@ func DefaultConfig() Config {
 
 // Server is a running flotilla server.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	st       store.Store
-	svc      *updatesvc.Service
-	etcd     *etcdserver.Etcd
-	etcdUp   prometheus.Gauge
-	ln       net.Listener
-	handler  http.Handler
-	lockFile *os.File
+	cfg       Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	st        store.Store
+	svc       *updatesvc.Service
+	etcd      *etcdserver.Etcd
+	locks     *rebootlock.Manager
+	fleetlock *fleetlock.Handler
+	etcdUp    prometheus.Gauge
+	ln        net.Listener
+	handler   http.Handler
+	lockFile  *os.File
 
 	// AdminToken is set when this start created an admin token (first
 	// start, or ResetAdminToken); it is empty otherwise.
@@ -142,6 +148,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err := s.reg.Register(s.etcdUp); err != nil {
 		return nil, fmt.Errorf("register etcd metrics: %w", err)
 	}
+	s.locks, err = rebootlock.New(etcd.Client(), cfg.RebootLock, logger, s.reg)
+	if err != nil {
+		return nil, err
+	}
+	s.locks.OnEvent(s.lockActivity)
+	s.fleetlock, err = fleetlock.NewHandler(s.locks, logger.With("component", "fleetlock"), s.reg)
+	if err != nil {
+		return nil, err
+	}
 	hm, err := obs.NewHTTPMetrics(s.reg, logger)
 	if err != nil {
 		return nil, err
@@ -167,7 +182,13 @@ func (s *Server) routes() http.Handler {
 	omahaH := s.svc.OmahaHandler(s.cfg.TrustForwardedFor)
 	mux.Handle("/v1/update", omahaH)
 	mux.Handle("/v1/update/", omahaH)
-	mux.Handle("/api/v1/", restapi.New(s.svc, s.log.With("component", "api")))
+	api := restapi.New(s.svc, s.log.With("component", "api"))
+	api.SetLocks(s.locks)
+	mux.Handle("/api/v1/", api)
+	// FleetLock (Zincati, airlock clients): <server>/fleetlock/v1/pre-reboot
+	// and …/steady-state. Like the Omaha endpoint it takes no token: the
+	// protocol has none.
+	mux.Handle("/fleetlock/", http.StripPrefix("/fleetlock", s.fleetlock))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	if s.cfg.PayloadDir != "" {
 		mux.Handle("GET /payloads/", payloadFiles(s.cfg.PayloadDir))
@@ -274,6 +295,29 @@ func (s *Server) Service() *updatesvc.Service { return s.svc }
 // Store is the server's store.
 func (s *Server) Store() store.Store { return s.st }
 
+// Locks is the reboot semaphore.
+func (s *Server) Locks() *rebootlock.Manager { return s.locks }
+
+// lockActivity records reboot-lock events in the activity log, under
+// restapi.LockActivityScope, so they are listed with the group's lock.
+func (s *Server) lockActivity(e rebootlock.Event) {
+	sev := store.SeverityInfo
+	switch e.Kind {
+	case rebootlock.EventOverdue, rebootlock.EventAutoReleased, rebootlock.EventForceReleased:
+		sev = store.SeverityWarning
+	}
+	a := store.Activity{AppID: restapi.LockActivityScope, Group: e.Group, Kind: store.ActivityKind(e.Kind),
+		Severity: sev, Message: e.Message, At: time.Now().UTC()}
+	if e.ID != "" {
+		a.MachineIDs = []string{e.ID}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.svc.RecordActivity(ctx, a); err != nil {
+		s.log.Warn("cannot record lock activity", "kind", e.Kind, "err", err)
+	}
+}
+
 // Etcd is the server's etcd: the embedded member or the external cluster,
 // with the process's one client (Etcd().Client()).
 func (s *Server) Etcd() *etcdserver.Etcd { return s.etcd }
@@ -366,6 +410,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.svc.Run(gctx) })
 	g.Go(func() error { return s.watchEtcd(gctx) })
+	g.Go(func() error { return s.locks.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)

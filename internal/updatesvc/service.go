@@ -229,6 +229,22 @@ func addActivity(ctx context.Context, q store.Queries, a store.Activity) (store.
 	return a, nil
 }
 
+// RecordActivity adds an entry written by another part of the server
+// (e.g. reboot-lock events) and tells the activity hook.
+func (s *Service) RecordActivity(ctx context.Context, a store.Activity) error {
+	var rec store.Activity
+	err := s.st.Update(ctx, func(q store.TxQueries) error {
+		var err error
+		rec, err = addActivity(ctx, q, a)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record activity: %w", err)
+	}
+	s.publish([]store.Activity{rec})
+	return nil
+}
+
 func (s *Service) publish(acts []store.Activity) {
 	for _, a := range acts {
 		s.log.Info("activity", "app", a.AppID, "group", a.Group, "kind", string(a.Kind), "msg", a.Message)

@@ -58,15 +58,24 @@ func newFleetEnv(t testing.TB) *fleetEnv {
 // run executes the flotilla binary and returns its stdout.
 func run(t testing.TB, args ...string) string {
 	t.Helper()
+	out, err := runErr(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// runErr is run without failing the test (usable from goroutines).
+func runErr(t testing.TB, args ...string) (string, error) {
 	out, err := exec.Command(flotillaBinary(t), args...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			t.Fatalf("flotilla %s: %v\n%s", strings.Join(args, " "), err, ee.Stderr)
+			return string(out), fmt.Errorf("flotilla %s: %v\n%s", strings.Join(args, " "), err, ee.Stderr)
 		}
-		t.Fatalf("flotilla %s: %v", strings.Join(args, " "), err)
+		return string(out), fmt.Errorf("flotilla %s: %v", strings.Join(args, " "), err)
 	}
-	return string(out)
+	return string(out), nil
 }
 
 func e2eImage(version string) []byte {
@@ -115,6 +124,8 @@ type host struct {
 	cmd    *exec.Cmd
 	log    *syncBuffer
 	done   chan error
+	// extra agent flags (reboot strategy, lock endpoints…)
+	extra []string
 }
 
 func newHost(t testing.TB, e *fleetEnv) *host {
@@ -164,6 +175,7 @@ func (h *host) start(t testing.TB, env ...string) {
 		"--initial-delay", "0s", "--health-min-uptime", "0s", "--health-interval", "100ms",
 		"--reboot-command", "touch "+filepath.Join(h.dir, "reboot-requested"),
 		"--reboot-required-file", filepath.Join(h.dir, "reboot-required"), "--log-level", "debug")
+	cmd.Args = append(cmd.Args, h.extra...)
 	cmd.Env = append(os.Environ(), env...)
 	if h.log == nil {
 		h.log = &syncBuffer{}

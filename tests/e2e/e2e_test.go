@@ -60,6 +60,22 @@ type serverProc struct {
 	stdout  *syncBuffer
 	done    chan error
 	log     func() string
+
+	mu      sync.Mutex
+	etcdURL string // client URL of its embedded etcd, from its log
+}
+
+func (p *serverProc) setEtcdURL(u string) {
+	p.mu.Lock()
+	p.etcdURL = u
+	p.mu.Unlock()
+}
+
+// EtcdURL is the client URL of the server's embedded etcd.
+func (p *serverProc) EtcdURL() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.etcdURL
 }
 
 // syncBuffer is a bytes.Buffer safe for the exec copier goroutine and the
@@ -81,7 +97,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var listenRE = regexp.MustCompile(`addr=http://(127\.0\.0\.1:\d+)`)
+var (
+	listenRE = regexp.MustCompile(`addr=http://(127\.0\.0\.1:\d+)`)
+	etcdRE   = regexp.MustCompile(`etcd listening.*client_url=(http://127\.0\.0\.1:\d+)`)
+)
 
 func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 	t.Helper()
@@ -109,6 +128,9 @@ func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 			logMu.Lock()
 			logBuf.WriteString(line + "\n")
 			logMu.Unlock()
+			if m := etcdRE.FindStringSubmatch(line); m != nil {
+				p.setEtcdURL(m[1])
+			}
 			if m := listenRE.FindStringSubmatch(line); m != nil {
 				select {
 				case addr <- m[1]:
