@@ -50,6 +50,7 @@ Endpoints: POST /v1/update/ (Omaha, update_engine dialect), /api/v1/ (REST),
 	f.BoolVar(&o.cfg.TrustForwardedFor, "trust-forwarded-for", false, "take machine IPs from X-Forwarded-For (only behind a proxy you control)")
 	f.DurationVar(&o.cfg.Update.Retention, "retention", o.cfg.Update.Retention, "how long status history, events and activity are kept")
 	f.DurationVar(&o.cfg.Update.LastSeenResolution, "last-seen-resolution", o.cfg.Update.LastSeenResolution, "an unchanged machine's last-seen time is written at most this often")
+	f.DurationVar(&o.cfg.FleetLockWait, "fleetlock-wait", o.cfg.FleetLockWait, "how long a FleetLock pre-reboot for a full group waits for a slot before answering \"full\" (0: at once)")
 	f.StringVar(&o.cfg.PayloadDir, "payload-dir", "", "serve the update payloads in this directory at /payloads/ (Range requests supported)")
 	f.BoolVar(&o.cfg.ResetAdminToken, "reset-admin-token", false, "create a new admin token, write it to <data-dir>/admin.token and print it (old tokens stay valid until deleted)")
 	f.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", o.cfg.ShutdownTimeout, "how long in-flight requests may take to finish on shutdown")

@@ -58,6 +58,9 @@ type Config struct {
 	Etcd etcdserver.Config
 	// RebootLock configures the reboot semaphore kept in etcd.
 	RebootLock rebootlock.Config
+	// FleetLockWait is how long a FleetLock pre-reboot for a full group
+	// waits for a slot before answering "full".
+	FleetLockWait time.Duration
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -69,6 +72,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 15 * time.Second,
 		Update:          updatesvc.DefaultConfig(),
 		Etcd:            etcdserver.DefaultConfig(),
+		FleetLockWait:   5 * time.Second,
 	}
 }
 
@@ -157,6 +161,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
+	s.fleetlock.Wait = cfg.FleetLockWait
 	hm, err := obs.NewHTTPMetrics(s.reg, logger)
 	if err != nil {
 		return nil, err
