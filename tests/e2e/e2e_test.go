@@ -61,6 +61,8 @@ type serverProc struct {
 	done    chan error
 	log     func() string
 
+	addr chan string
+
 	mu      sync.Mutex
 	etcdURL string // client URL of its embedded etcd, from its log
 }
@@ -103,6 +105,15 @@ var (
 )
 
 func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
+	t.Helper()
+	p := launchServer(t, dataDir, extra...)
+	p.waitListening(t)
+	return p
+}
+
+// launchServer starts a server process without waiting for it to listen
+// (members of a new etcd cluster wait for each other before they do).
+func launchServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	bin := flotillaBinary(t)
 	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL",
@@ -156,15 +167,21 @@ func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 			logMu.Unlock()
 		}
 	})
+	p.addr = addr
+	return p
+}
+
+// waitListening waits until the server reports its HTTP address.
+func (p *serverProc) waitListening(t testing.TB) {
+	t.Helper()
 	select {
-	case a := <-addr:
+	case a := <-p.addr:
 		p.url = "http://" + a
 	case err := <-p.done:
 		t.Fatalf("server exited before listening: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not report its address within 30s")
+	case <-time.After(60 * time.Second):
+		t.Fatal("server did not report its address within 60s")
 	}
-	return p
 }
 
 // stop sends SIGTERM and waits for a clean exit.

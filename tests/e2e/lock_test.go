@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	v1 "github.com/flotilla/flotilla/api/v1"
+	"github.com/flotilla/flotilla/internal/fleetlock"
 	"github.com/flotilla/flotilla/internal/gpt"
 )
 
@@ -55,19 +60,18 @@ func TestCoordinatedReboots(t *testing.T) {
 			}
 
 			var mu sync.Mutex
-			rebooting, most := 0, 0
+			var spans []span
 			errs := make(chan error, len(hosts))
 			var wg sync.WaitGroup
 			for _, h := range hosts {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					errs <- h.coordinatedReboot(t, func(delta int) {
-						mu.Lock()
-						rebooting += delta
-						most = max(most, rebooting)
-						mu.Unlock()
-					})
+					sp, err := h.coordinatedReboot(t)
+					mu.Lock()
+					spans = append(spans, sp)
+					mu.Unlock()
+					errs <- err
 				}()
 			}
 			wg.Wait()
@@ -77,6 +81,7 @@ func TestCoordinatedReboots(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			most := maxOverlap(spans)
 			if most > 2 {
 				t.Fatalf("%d machines were rebooting at once; max is 2", most)
 			}
@@ -103,24 +108,62 @@ func TestCoordinatedReboots(t *testing.T) {
 	}
 }
 
-// coordinatedReboot waits for the agent to reboot (which it does only
-// holding a slot), simulates the reboot, and waits until the new boot is
-// healthy on 1.1.0. track(+1) and track(-1) bracket the reboot.
-func (h *host) coordinatedReboot(t *testing.T, track func(int)) error {
-	marker := filepath.Join(h.dir, "reboot-requested")
-	if err := pollFor(120*time.Second, func() bool { _, err := os.Stat(marker); return err == nil }); err != nil {
-		return fmt.Errorf("host %s never rebooted; log:\n%s", h.id, h.log.String())
+// span is one machine's reboot: from its reboot command (the marker file's
+// modification time) to the moment its new boot passed the health gate
+// (the agent's own log line), both taken on the machine, not when the
+// harness noticed them.
+type span struct{ start, end time.Time }
+
+// maxOverlap is the most spans open at one instant.
+func maxOverlap(spans []span) int {
+	type edge struct {
+		at    time.Time
+		delta int
 	}
-	track(+1)
+	var edges []edge
+	for _, s := range spans {
+		edges = append(edges, edge{s.start, +1}, edge{s.end, -1})
+	}
+	sort.Slice(edges, func(i, j int) bool {
+		if edges[i].at.Equal(edges[j].at) {
+			return edges[i].delta < edges[j].delta // an end before a start at the same instant
+		}
+		return edges[i].at.Before(edges[j].at)
+	})
+	cur, most := 0, 0
+	for _, e := range edges {
+		cur += e.delta
+		most = max(most, cur)
+	}
+	return most
+}
+
+var healthPassedRE = regexp.MustCompile(`time=(\S+) level=INFO msg="health gate passed`)
+
+// coordinatedReboot waits for the agent to reboot (which it does only
+// holding a slot), simulates the reboot, waits until the new boot is
+// healthy on 1.1.0, and returns the reboot's span.
+func (h *host) coordinatedReboot(t *testing.T) (span, error) {
+	var sp span
+	marker := filepath.Join(h.dir, "reboot-requested")
+	var fi os.FileInfo
+	if err := pollFor(120*time.Second, func() bool {
+		var err error
+		fi, err = os.Stat(marker)
+		return err == nil
+	}); err != nil {
+		return sp, fmt.Errorf("host %s never rebooted; log:\n%s", h.id, h.log.String())
+	}
+	sp.start = fi.ModTime()
 	os.Remove(marker)
 	h.kill()
 	out, err := runErr(t, "boot", "select", "--disk", h.disk)
 	if err != nil {
-		return err
+		return sp, err
 	}
 	f := strings.Fields(out)
 	if len(f) != 2 || f[0] != gpt.LabelUSRB {
-		return fmt.Errorf("host %s: boot select printed %q", h.id, out)
+		return sp, fmt.Errorf("host %s: boot select printed %q", h.id, out)
 	}
 	h.booted, h.bootID = f[1], uuid.NewString()
 	h.start(t)
@@ -128,9 +171,89 @@ func (h *host) coordinatedReboot(t *testing.T, track func(int)) error {
 		s, err := runErr(t, "agent", "status", "--socket", h.socket(), "-o", "json")
 		return err == nil && strings.Contains(s, `"boot_healthy": true`) && strings.Contains(s, `"current_version": "1.1.0"`)
 	})
-	track(-1)
 	if err != nil {
-		return fmt.Errorf("host %s never became healthy on 1.1.0; log:\n%s", h.id, h.log.String())
+		return sp, fmt.Errorf("host %s never became healthy on 1.1.0; log:\n%s", h.id, h.log.String())
 	}
-	return nil
+	m := healthPassedRE.FindAllStringSubmatch(h.log.String(), -1)
+	if len(m) == 0 {
+		return sp, fmt.Errorf("host %s: no \"health gate passed\" line in its log", h.id)
+	}
+	if sp.end, err = time.Parse(time.RFC3339Nano, m[len(m)-1][1]); err != nil {
+		return sp, fmt.Errorf("host %s: health gate time: %w", h.id, err)
+	}
+	return sp, nil
+}
+
+// TestThreeServersShareReboots: three flotilla server processes form a
+// three-member embedded etcd cluster, as CoreOS ran etcd on its own
+// machines. A reboot group's max set through one server is what the others
+// serve; with one server down the other two still grant and release slots
+// over FleetLock.
+func TestThreeServersShareReboots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test builds and runs the binary; skipped with -short")
+	}
+	ports := freeLoopbackPorts(t, 6)
+	url := func(p int) string { return fmt.Sprintf("http://127.0.0.1:%d", p) }
+	var cluster []string
+	for i := 0; i < 3; i++ {
+		cluster = append(cluster, fmt.Sprintf("s%d=%s", i, url(ports[2*i+1])))
+	}
+	srvs := make([]*serverProc, 3)
+	for i := range srvs {
+		srvs[i] = launchServer(t, t.TempDir(), "--etcd-name", fmt.Sprintf("s%d", i),
+			"--etcd-client-url", url(ports[2*i]), "--etcd-peer-url", url(ports[2*i+1]),
+			"--etcd-initial-cluster", strings.Join(cluster, ","), "--fleetlock-wait", "0s")
+	}
+	for _, s := range srvs {
+		s.waitListening(t)
+	}
+	srvs[0].cli(t, "lock", "set-max", "2", "--group", "web")
+	var lg v1.LockGroup
+	srvs[1].cliJSON(t, &lg, "lock", "status", "--group", "web")
+	if lg.Max != 2 {
+		t.Fatalf("max set on server 0, server 1 says %d", lg.Max)
+	}
+	fl := func(s *serverProc) *fleetlock.Client { return &fleetlock.Client{BaseURL: s.url + "/fleetlock"} }
+	ctx := context.Background()
+	if err := fl(srvs[0]).PreReboot(ctx, "web", "m1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fl(srvs[1]).PreReboot(ctx, "web", "m2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fl(srvs[2]).PreReboot(ctx, "web", "m3"); !fleetlock.IsFull(err) {
+		t.Fatalf("third machine through a third server: %v, want full", err)
+	}
+
+	// One server (and its etcd member) goes down: two of three keep quorum.
+	srvs[2].stop(t)
+	if err := fl(srvs[0]).SteadyState(ctx, "web", "m1"); err != nil {
+		t.Fatalf("release with one member down: %v", err)
+	}
+	if err := fl(srvs[1]).PreReboot(ctx, "web", "m3"); err != nil {
+		t.Fatalf("grant with one member down: %v", err)
+	}
+	srvs[0].cliJSON(t, &lg, "lock", "status", "--group", "web")
+	if len(lg.Holders) != 2 || lg.Available != 0 {
+		t.Fatalf("after failover: %+v", lg)
+	}
+}
+
+func freeLoopbackPorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for len(ports) < n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
 }
