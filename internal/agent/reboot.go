@@ -71,7 +71,7 @@ func (a *Agent) maybeReboot(ctx context.Context) (time.Duration, bool) {
 		a.noteOnce(fmt.Sprintf("reboot required; unknown REBOOT_STRATEGY=%q (want reboot, etcd-lock, fleetlock or off); not rebooting", strategy))
 		return 0, false
 	}
-	window, err := ParseRebootWindow(c.Get(KeyRebootWindowStart), c.Get(KeyRebootWindowLen))
+	window, err := ParseRebootWindows(c)
 	if err != nil {
 		a.noteOnce("reboot required but the reboot window is invalid, so the machine does not reboot: " + err.Error())
 		return 0, false

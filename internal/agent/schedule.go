@@ -138,3 +138,76 @@ func (w *RebootWindow) Next(now time.Time) time.Time {
 func (w *RebootWindow) at(loc *time.Location, y int, m time.Month, d int) time.Time {
 	return time.Date(y, m, d, int(w.Start/time.Hour), int(w.Start%time.Hour/time.Minute), 0, 0, loc)
 }
+
+// RebootWindows is every window a machine may reboot in, in one time zone.
+// No window means any time.
+type RebootWindows struct {
+	Windows []*RebootWindow
+	Loc     *time.Location
+}
+
+// ParseRebootWindows reads the windows of an update.conf: locksmith's
+// LOCKSMITHD_REBOOT_WINDOW_START/_LENGTH pair, plus any number in
+// REBOOT_WINDOWS ("Thu 23:00 1h30m; Sat 02:00 4h"), in REBOOT_TIMEZONE (an
+// IANA name; default the machine's local time).
+func ParseRebootWindows(c UpdateConf) (RebootWindows, error) {
+	rw := RebootWindows{Loc: time.Local}
+	if tz := strings.TrimSpace(c.Get(KeyRebootTimezone)); tz != "" {
+		loc, err := time.LoadLocation(tz)
+		if err != nil {
+			return rw, fmt.Errorf("reboot window: %s=%q: %w", KeyRebootTimezone, tz, err)
+		}
+		rw.Loc = loc
+	}
+	w, err := ParseRebootWindow(c.Get(KeyRebootWindowStart), c.Get(KeyRebootWindowLen))
+	if err != nil {
+		return rw, err
+	}
+	if w != nil {
+		rw.Windows = append(rw.Windows, w)
+	}
+	for _, item := range strings.Split(c.Get(KeyRebootWindows), ";") {
+		f := strings.Fields(item)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 2 {
+			return rw, fmt.Errorf("reboot window %q in %s: want START LENGTH, e.g. \"Thu 23:00 1h30m\"", strings.TrimSpace(item), KeyRebootWindows)
+		}
+		w, err := ParseRebootWindow(strings.Join(f[:len(f)-1], " "), f[len(f)-1])
+		if err != nil {
+			return rw, err
+		}
+		rw.Windows = append(rw.Windows, w)
+	}
+	return rw, nil
+}
+
+// Contains reports whether now is inside any window.
+func (rw RebootWindows) Contains(now time.Time) bool {
+	if len(rw.Windows) == 0 {
+		return true
+	}
+	now = now.In(rw.Loc)
+	for _, w := range rw.Windows {
+		if w.Contains(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// Next is now when a window is open, else the earliest opening.
+func (rw RebootWindows) Next(now time.Time) time.Time {
+	if rw.Contains(now) {
+		return now
+	}
+	now = now.In(rw.Loc)
+	var best time.Time
+	for _, w := range rw.Windows {
+		if n := w.Next(now); best.IsZero() || n.Before(best) {
+			best = n
+		}
+	}
+	return best
+}

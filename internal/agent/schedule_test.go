@@ -152,3 +152,60 @@ func TestIdentityHelpers(t *testing.T) {
 		}
 	}
 }
+
+func TestRebootWindows(t *testing.T) {
+	conf := func(kv ...string) UpdateConf {
+		c := UpdateConf{Values: map[string]string{}}
+		for i := 0; i < len(kv); i += 2 {
+			c.Values[kv[i]] = kv[i+1]
+		}
+		return c
+	}
+	rw, err := ParseRebootWindows(conf(KeyRebootWindowStart, "Thu 23:00", KeyRebootWindowLen, "1h",
+		KeyRebootWindows, "Sat 02:00 4h;  ; 12:00 30m", KeyRebootTimezone, "America/New_York"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rw.Windows) != 3 {
+		t.Fatalf("windows: %d", len(rw.Windows))
+	}
+	ny, _ := time.LoadLocation("America/New_York")
+	at := func(s string) time.Time {
+		v, err := time.ParseInLocation("2006-01-02 15:04", s, ny)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.UTC() // the zone comes from the config, not the instant
+	}
+	for _, tc := range []struct {
+		now  string
+		in   bool
+		next string
+	}{
+		{"2026-11-26 23:30", true, "2026-11-26 23:30"},  // Thursday window
+		{"2026-11-28 05:59", true, "2026-11-28 05:59"},  // Saturday window
+		{"2026-11-27 12:10", true, "2026-11-27 12:10"},  // daily noon window
+		{"2026-11-27 13:00", false, "2026-11-28 02:00"}, // Saturday 02:00 opens before Saturday noon
+		{"2026-11-28 07:00", false, "2026-11-28 12:00"},
+	} {
+		now := at(tc.now)
+		if got := rw.Contains(now); got != tc.in {
+			t.Errorf("%s: Contains = %v", tc.now, got)
+		}
+		if got := rw.Next(now); !got.Equal(at(tc.next)) {
+			t.Errorf("%s: Next = %s, want %s", tc.now, got.In(ny), tc.next)
+		}
+	}
+	if rw, err := ParseRebootWindows(conf()); err != nil || !rw.Contains(time.Now()) {
+		t.Errorf("no windows: %v %v", rw, err)
+	}
+	for _, bad := range []UpdateConf{
+		conf(KeyRebootWindows, "Thu 23:00"),
+		conf(KeyRebootWindows, "Thu 25:00 1h"),
+		conf(KeyRebootTimezone, "Mars/Olympus"),
+	} {
+		if _, err := ParseRebootWindows(bad); err == nil {
+			t.Errorf("accepted %v", bad.Values)
+		}
+	}
+}

@@ -21,6 +21,11 @@ const (
 	// KeyRebootGroup is locksmith's reboot group (it read LOCKSMITHD_GROUP
 	// from the same environment files).
 	KeyRebootGroup = "LOCKSMITHD_GROUP"
+	// KeyRebootWindows lists more windows than locksmith's one pair:
+	// "Thu 23:00 1h30m; Sat 02:00 4h".
+	KeyRebootWindows = "REBOOT_WINDOWS"
+	// KeyRebootTimezone is the IANA zone of all windows (default local).
+	KeyRebootTimezone = "REBOOT_TIMEZONE"
 )
 
 // ServerDisabled as SERVER turns update checks off (the health gate still

@@ -84,6 +84,8 @@ from the agent's start.`,
 		{"reboot-strategy", agent.KeyRebootStrategy, "reboot, off, etcd-lock or fleetlock (overrides REBOOT_STRATEGY=)"},
 		{"reboot-window-start", agent.KeyRebootWindowStart, `reboot window start, e.g. "Thu 23:00" or "04:00"`},
 		{"reboot-window-length", agent.KeyRebootWindowLen, "reboot window length, e.g. 1h30m"},
+		{"reboot-windows", agent.KeyRebootWindows, `more reboot windows, "START LENGTH; …", e.g. "Thu 23:00 1h30m; Sat 02:00 4h" (overrides REBOOT_WINDOWS=)`},
+		{"reboot-timezone", agent.KeyRebootTimezone, "IANA time zone of the reboot windows (default: local time)"},
 		{"machine-alias", agent.KeyMachineAlias, "machine alias shown by the server (overrides MACHINE_ALIAS=)"},
 	} {
 		v := new(string)
