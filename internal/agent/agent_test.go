@@ -28,9 +28,7 @@ func TestUpdateAToBToA(t *testing.T) {
 	}
 
 	p1 := e.publish("1.1.0")
-	if !m.a.TriggerCheck() {
-		t.Fatal("on-demand check refused while idle")
-	}
+	m.trigger()
 	st := m.waitStatus("UPDATED_NEED_REBOOT", func(r agent.StatusReport) bool { return r.CurrentOperation == agent.StatusUpdatedNeedReboot })
 	if st.NewVersion != "1.1.0" || st.NewSize != p1.size || st.Progress != 1 {
 		t.Fatalf("status after applying: %+v", st)
@@ -66,7 +64,7 @@ func TestUpdateAToBToA(t *testing.T) {
 	}
 
 	p2 := e.publish("1.2.0")
-	m.a.TriggerCheck()
+	m.trigger()
 	m.waitStatus("UPDATED_NEED_REBOOT for 1.2.0", func(r agent.StatusReport) bool {
 		return r.CurrentOperation == agent.StatusUpdatedNeedReboot && r.NewVersion == "1.2.0"
 	})
@@ -197,7 +195,7 @@ func TestRollbackWhenTriesRunOut(t *testing.T) {
 	if _, err := e.srv.Service().UpdateGroup(context.Background(), omaha.FlatcarAppID, "stable", updatesvc.GroupChange{Pause: &resume}); err != nil {
 		t.Fatal(err)
 	}
-	m.a.TriggerCheck()
+	m.trigger()
 	st = m.waitStatus("the refusal", func(r agent.StatusReport) bool {
 		return r.LastError != nil && r.LastError.Code == omaha.CodeOmahaUpdateIgnoredPerPolicy
 	})

@@ -484,3 +484,14 @@ func mustKey(t *testing.T) (ed25519.PublicKey, ed25519.PrivateKey) {
 	}
 	return pub, priv
 }
+
+// trigger asks for an on-demand check, waiting until the agent is idle
+// (like update_engine's AttemptUpdate, a check starts only then: the
+// server may have answered the previous one before the agent finished
+// handling it).
+func (m *machine) trigger() {
+	m.t.Helper()
+	if err := poll(30*time.Second, m.a.TriggerCheck); err != nil {
+		m.t.Fatalf("the agent never became idle to take an on-demand check; status %+v", m.a.Status())
+	}
+}

@@ -367,9 +367,7 @@ func TestFleetUpdatesWithAgentProcesses(t *testing.T) {
 	// Each operator-triggered check (update_engine_client -check_for_update)
 	// starts the update at once instead of after the 45-minute interval.
 	for _, h := range hosts {
-		if out := run(t, "agent", "check", "--socket", h.socket()); !strings.Contains(out, "update check started") {
-			t.Fatalf("agent check: %s", out)
-		}
+		h.check(t)
 	}
 	for i, h := range hosts {
 		h.waitRebootRequest(t)
@@ -393,5 +391,19 @@ func TestFleetUpdatesWithAgentProcesses(t *testing.T) {
 		if !strings.Contains(out, `"boot_healthy": true`) || !strings.Contains(out, `"current_version": "1.1.0"`) {
 			t.Fatalf("agent status of %s:\n%s", h.id, out)
 		}
+	}
+}
+
+// check runs `flotilla agent check` until the agent takes it: a check
+// starts only while the agent is idle, and the server may have recorded
+// the previous check before the agent finished handling its answer.
+func (h *host) check(t testing.TB) {
+	t.Helper()
+	var out string
+	if err := pollFor(30*time.Second, func() bool {
+		out, _ = runErr(t, "agent", "check", "--socket", h.socket())
+		return strings.Contains(out, "update check started")
+	}); err != nil {
+		t.Fatalf("agent check never started: %s", out)
 	}
 }

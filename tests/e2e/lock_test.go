@@ -56,7 +56,7 @@ func TestCoordinatedReboots(t *testing.T) {
 			}
 			e.publish("1.1.0")
 			for _, h := range hosts {
-				run(t, "agent", "check", "--socket", h.socket())
+				h.check(t)
 			}
 
 			var mu sync.Mutex
