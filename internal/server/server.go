@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/flotilla/flotilla/internal/dashboard"
 	"github.com/flotilla/flotilla/internal/etcdserver"
 	"github.com/flotilla/flotilla/internal/fleetlock"
 	"github.com/flotilla/flotilla/internal/lockfile"
@@ -166,7 +167,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	s.handler = hm.Wrap(s.routes())
+	dashKey, err := dashboard.LoadKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	dash, err := dashboard.New(svc, dashKey, s.locks, logger.With("component", "dashboard"))
+	if err != nil {
+		return nil, err
+	}
+	s.handler = hm.Wrap(s.routes(dash))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -182,7 +191,7 @@ func lockDataDir(dir string) (*os.File, error) {
 	return lockfile.Acquire(dir, "flotilla.lock", "flotilla server")
 }
 
-func (s *Server) routes() http.Handler {
+func (s *Server) routes(dash http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	omahaH := s.svc.OmahaHandler(s.cfg.TrustForwardedFor)
 	mux.Handle("/v1/update", omahaH)
@@ -222,10 +231,8 @@ func (s *Server) routes() http.Handler {
 			}
 		}
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "flotilla server\n\nOmaha:   POST /v1/update/\nREST:    /api/v1/ (docs/api.md)\nMetrics: /metrics\nHealth:  /healthz, /readyz")
-	})
+	// The web dashboard (docs/dashboard.md) serves everything else.
+	mux.Handle("/", dash)
 	return mux
 }
 

@@ -1,0 +1,173 @@
+package dashboard_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/omaha"
+)
+
+// findBrowser returns the path of a Chromium-family browser, or "".
+func findBrowser() string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// seedFleet adds a small, varied fleet so that the pages (and their
+// screenshots) show every status.
+func seedFleet(t *testing.T, e *env) string {
+	t.Helper()
+	ctx := context.Background()
+	st := e.srv.Store()
+	svc := e.srv.Service()
+	if err := svc.CreatePackage(ctx, store.Package{AppID: omaha.FlatcarAppID, Version: "4152.2.0", Arch: "amd64",
+		BaseURL: "https://update.release.flatcar-linux.net/amd64-usr/4152.2.0", FileName: "flatcar_production_update.gz",
+		Size: 300 << 20, SHA256: "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.SetChannelPackage(ctx, omaha.FlatcarAppID, "stable", "4152.2.0"); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	statuses := []store.Status{store.StatusComplete, store.StatusComplete, store.StatusComplete, store.StatusComplete,
+		store.StatusDownloading, store.StatusInstalled, store.StatusOnHold, store.StatusOnHold, store.StatusError,
+		store.StatusRolledBack, store.StatusTimedOut, store.StatusIdle}
+	var failed string
+	for i := range 36 {
+		s := statuses[i%len(statuses)]
+		in := store.Instance{AppID: omaha.FlatcarAppID, MachineID: fmt.Sprintf("%08x%024x", 0xa1b2c3d4+i*7919, i),
+			Alias: fmt.Sprintf("node-%02d.dc1", i), IP: fmt.Sprintf("10.0.%d.%d", i/10, 10+i), OEM: "qemu", OEMVersion: "2.0",
+			AlephVersion: "3975.2.0", Board: "amd64-usr", Group: "stable", Version: "4081.2.0", Status: s,
+			LastCheck: now.Add(-time.Duration(i) * time.Minute), StatusChanged: now.Add(-time.Duration(i) * time.Minute), CreatedAt: now.Add(-72 * time.Hour)}
+		if s == store.StatusComplete {
+			in.Version = "4152.2.0"
+		}
+		if s != store.StatusIdle && s != store.StatusOnHold {
+			in.GrantedVersion, in.GrantedAt = "4152.2.0", now.Add(-2*time.Hour)
+		}
+		if err := st.PutInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		if s == store.StatusError && failed == "" {
+			failed = in.MachineID
+			for j, c := range []struct {
+				st   store.Status
+				code int64
+			}{{store.StatusGranted, 0}, {store.StatusDownloading, 0}, {store.StatusError, 268435490}} {
+				at := now.Add(time.Duration(j-3) * 10 * time.Minute)
+				if _, err := st.AddStatusChange(ctx, store.StatusChange{AppID: in.AppID, MachineID: in.MachineID, Group: "stable",
+					Status: c.st, Version: "4152.2.0", ErrorCode: c.code, At: at}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := st.AddEvent(ctx, store.Event{AppID: in.AppID, MachineID: in.MachineID, Group: "stable", Type: 3, Result: 0,
+				ErrorCode: 268435490, Version: "4081.2.0", At: now.Add(-10 * time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return failed
+}
+
+// TestBrowser drives a real Chromium: sign in, pause and resume a group.
+// With FLOTILLA_SCREENSHOTS=1 it also saves docs/screenshots/*.png.
+func TestBrowser(t *testing.T) {
+	browser := findBrowser()
+	if browser == "" {
+		t.Skip("no Chromium found (looked for chromium, chromium-browser, google-chrome in PATH); install one to run the browser test")
+	}
+	e := startServer(t)
+	failed := seedFleet(t, e)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1440, 900))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelT()
+
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	shots := os.Getenv("FLOTILLA_SCREENSHOTS") == "1"
+	shot := func(name string) {
+		t.Helper()
+		if !shots {
+			return
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		path := filepath.Join("..", "..", "docs", "screenshots", name+".png")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	do("sign in",
+		chromedp.Navigate(e.base+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), e.srv.AdminToken),
+		chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.ID("groups")),
+	)
+	if h1 := text("h1"); h1 != "Overview" {
+		t.Fatalf("after sign-in the page heading is %q", h1)
+	}
+	shot("overview")
+
+	do("open group", chromedp.Click(chromedp.CSS(`a[href$="/groups/stable"]`)), chromedp.WaitVisible(chromedp.ID("pause")))
+	if h1 := text("h1"); !strings.Contains(h1, "stable") || !strings.Contains(h1, "active") {
+		t.Fatalf("group heading %q", h1)
+	}
+	do("pause", chromedp.Click(chromedp.ID("pause")), chromedp.WaitVisible(chromedp.ID("resume")))
+	if h1 := text("h1"); !strings.Contains(h1, "paused") {
+		t.Fatalf("after pausing the heading is %q", h1)
+	}
+	if !e.paused(t, "stable") {
+		t.Fatal("the browser's pause did not pause the group")
+	}
+	do("resume", chromedp.Click(chromedp.ID("resume")), chromedp.WaitVisible(chromedp.ID("pause")))
+	if h1 := text("h1"); !strings.Contains(h1, "active") {
+		t.Fatalf("after resuming the heading is %q", h1)
+	}
+	if e.paused(t, "stable") {
+		t.Fatal("the browser's resume did not resume the group")
+	}
+	shot("group")
+
+	do("open instance", chromedp.Navigate(e.base+"/apps/"+omaha.FlatcarAppID+"/instances/"+failed), chromedp.WaitVisible(chromedp.CSS(".timeline")))
+	if tl := text(".timeline"); !strings.Contains(tl, "OmahaResponseInvalid (34)") {
+		t.Fatalf("instance timeline lacks the decoded error: %q", tl)
+	}
+	shot("instance")
+}
