@@ -156,14 +156,21 @@ func instanceWhere(f store.InstanceFilter) (string, []any) {
 		}
 		add(cond, f.AppID)
 	}
+	// With a prefix, these terms must not drive the plan either: the few
+	// rows of the prefix ranges are found first and then filtered (a group
+	// term here made the planner read the whole group: 79 ms at 100,000).
+	plus := ""
+	if f.Prefix != "" {
+		plus = "+"
+	}
 	if f.Group != "" {
-		add("group_name = ?", f.Group)
+		add(plus+"group_name = ?", f.Group)
 	}
 	if f.Status != "" {
-		add("status = ?", string(f.Status))
+		add(plus+"status = ?", string(f.Status))
 	}
 	if f.Version != "" {
-		add("version = ?", f.Version)
+		add(plus+"version = ?", f.Version)
 	}
 	if f.Prefix != "" {
 		// Range conditions, not LIKE: they use the primary key and the
