@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -25,6 +24,7 @@ import (
 	"github.com/flotilla/flotilla/internal/gpt"
 	"github.com/flotilla/flotilla/internal/payload"
 	"github.com/flotilla/flotilla/internal/server"
+	"github.com/flotilla/flotilla/internal/servertest"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/omaha"
 )
@@ -54,25 +54,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{t: t, fileDir: t.TempDir(), keyDir: t.TempDir()}
-	cfg := server.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.SQLiteSync = "NORMAL"
-	cfg.Etcd.ClientURL = "http://127.0.0.1:0"
-	cfg.Etcd.PeerURL = "http://127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server run: %v", err)
-		}
-	})
+	srv := servertest.Start(t).Server
 	e.srv = srv
 	e.omahaURL = "http://" + srv.Addr() + "/v1/update/"
 	fs := http.FileServer(http.Dir(e.fileDir))

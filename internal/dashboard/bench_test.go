@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"html"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flotilla/flotilla/internal/server"
+	"github.com/flotilla/flotilla/internal/servertest"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/omaha"
 )
@@ -66,26 +65,13 @@ func BenchmarkPages(b *testing.B) {
 // mix of statuses and versions) and signs in.
 func benchServer(b *testing.B, n int) (*server.Server, *http.Cookie) {
 	b.Helper()
-	cfg := server.DefaultConfig()
-	cfg.DataDir = b.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.SQLiteSync = "NORMAL"
-	cfg.Etcd.ClientURL = "http://127.0.0.1:0"
-	cfg.Etcd.PeerURL = "http://127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
+	srv := servertest.Start(b).Server
+	ctx := context.Background()
 
 	statuses := []store.Status{store.StatusComplete, store.StatusComplete, store.StatusIdle, store.StatusGranted,
 		store.StatusInstalled, store.StatusError, store.StatusRolledBack, store.StatusOnHold}
 	now := time.Now().UTC()
-	err = srv.Store().Update(ctx, func(q store.TxQueries) error {
+	err := srv.Store().Update(ctx, func(q store.TxQueries) error {
 		for i := range n {
 			v := "4081.2.0"
 			if i%3 == 0 {

@@ -82,7 +82,8 @@ func seedFleet(t *testing.T, e *env) string {
 	return failed
 }
 
-// TestBrowser drives a real Chromium: sign in, pause and resume a group.
+// TestBrowser drives a real Chromium: sign in, pause and resume a group,
+// promote a package, watch an instance's status change live.
 // With FLOTILLA_SCREENSHOTS=1 it also saves docs/screenshots/*.png.
 func TestBrowser(t *testing.T) {
 	browser := findBrowser()
@@ -170,4 +171,73 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("instance timeline lacks the decoded error: %q", tl)
 	}
 	shot("instance")
+
+	// Promote a package: point channel beta at 4152.2.0 from the packages page.
+	do("open packages", chromedp.Click(chromedp.CSS(`nav a[href="/packages"]`)), chromedp.WaitVisible(chromedp.ID("channel-beta")))
+	do("promote",
+		chromedp.SetValue(chromedp.CSS(`#channel-beta select`), "4152.2.0"),
+		chromedp.Click(chromedp.CSS(`#channel-beta button.promote`)),
+		chromedp.WaitVisible(chromedp.CSS(".flash.success")),
+	)
+	if ch, err := e.srv.Store().GetChannel(context.Background(), omaha.FlatcarAppID, "beta"); err != nil || ch.PackageVersion != "4152.2.0" {
+		t.Fatalf("after promoting in the browser channel beta is %+v (%v)", ch, err)
+	}
+	if v := text(`#channel-beta`); !strings.Contains(v, "4152.2.0") {
+		t.Fatalf("channel row after promoting: %q", v)
+	}
+	shot("packages")
+
+	// Watch a machine's status change live: it is granted the update, the
+	// instance page is opened, then the machine reports that it started
+	// downloading; the badge must change without a reload.
+	m := &machine{c: &omaha.Client{URL: e.base + omaha.DefaultPath}, id: "5eed00000000000000000000000000aa", track: "beta", version: "4081.2.0"}
+	if st, err := m.send(ctx, omaha.App{Ping: &omaha.Ping{Active: 1}, UpdateCheck: &omaha.UpdateCheck{}}); err != nil || st.UpdateCheck == nil || st.UpdateCheck.Status != "ok" {
+		t.Fatalf("update check: %+v, %v", st, err)
+	}
+	do("open live instance",
+		chromedp.Navigate(e.base+"/apps/"+omaha.FlatcarAppID+"/instances/"+m.id),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-live="on"]`)),
+	)
+	if h1 := text("#title"); !strings.Contains(h1, "granted") {
+		t.Fatalf("instance heading before the event: %q", h1)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.flotillaNoReload = 7`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.send(ctx, omaha.App{Events: []omaha.Event{{Type: 13, Result: 1}}}); err != nil {
+		t.Fatalf("download-started event: %v", err)
+	}
+	// Poll fails if the page navigates, so passing means no reload.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](`document.querySelector("#title").textContent.includes("downloading")`,
+		chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+		t.Fatalf("the status badge did not change live: %v (heading %q)", err, text("#title"))
+	}
+	if n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.flotillaNoReload`)); err != nil || n != 7 {
+		t.Fatalf("the page was reloaded (%d, %v)", n, err)
+	}
+	if v := text("#update"); !strings.Contains(v, "downloading") {
+		t.Errorf("update card after the event: %q", v)
+	}
+}
+
+// machine is a simulated update_engine client.
+type machine struct {
+	c                  *omaha.Client
+	id, track, version string
+}
+
+func (m *machine) send(ctx context.Context, a omaha.App) (omaha.ResponseApp, error) {
+	a.AppID = "{" + omaha.FlatcarAppID + "}"
+	a.Version, a.Track, a.MachineID, a.Board = m.version, m.track, m.id, "amd64-usr"
+	req := &omaha.Request{Protocol: "3.0", Version: "update_engine-0.4.10", UpdaterVersion: "update_engine-0.4.10",
+		InstallSource: omaha.InstallSourceScheduler, IsMachine: 1, OS: &omaha.OS{Version: "Chateau", Platform: "CoreOS", ServicePack: m.version + "_x86_64"},
+		Apps: []omaha.App{a}}
+	resp, err := m.c.Send(ctx, req)
+	if err != nil {
+		return omaha.ResponseApp{}, err
+	}
+	if len(resp.Apps) != 1 {
+		return omaha.ResponseApp{}, fmt.Errorf("%d apps in response", len(resp.Apps))
+	}
+	return resp.Apps[0], nil
 }

@@ -50,19 +50,31 @@ type Handler struct {
 	revoked  map[string]time.Time // logged-out session ids → expiry
 	tokens   map[string]store.Token
 	tokensAt time.Time
+
+	events  *Events
+	rsMu    sync.Mutex
+	rsCache map[string]rolloutEntry
 }
 
 // New returns the dashboard handler. key signs session cookies (see
 // LoadKey); locks may be nil when the server has no reboot coordination.
-func New(svc *updatesvc.Service, key []byte, locks *rebootlock.Manager, logger *slog.Logger) (*Handler, error) {
+// Without WithEvents the live streams still poll but see no activity.
+func New(svc *updatesvc.Service, key []byte, locks *rebootlock.Manager, logger *slog.Logger, opts ...Option) (*Handler, error) {
 	if len(key) < 16 {
 		return nil, errors.New("dashboard: session key too short")
 	}
 	h := &Handler{
 		svc: svc, st: svc.Store(), locks: locks, log: logger, key: key, now: time.Now,
 		mux: http.NewServeMux(), pages: map[string]*template.Template{}, revoked: map[string]time.Time{},
+		rsCache: map[string]rolloutEntry{},
 	}
-	for _, p := range []string{"login", "overview", "group", "instance", "error"} {
+	for _, o := range opts {
+		o(h)
+	}
+	if h.events == nil {
+		h.events = NewEvents()
+	}
+	for _, p := range []string{"login", "overview", "group", "instance", "packages", "error"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("dashboard: parse %s: %w", p, err)
@@ -85,6 +97,11 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("POST /apps/{app}/groups/{group}/resume", h.admin(h.pause(false)))
 	h.mux.HandleFunc("POST /apps/{app}/groups/{group}/policy", h.admin(h.savePolicy))
 	h.mux.HandleFunc("GET /apps/{app}/instances/{id}", h.auth(h.instancePage))
+	h.mux.HandleFunc("GET /packages", h.auth(h.packagesIndex))
+	h.mux.HandleFunc("GET /apps/{app}/packages", h.auth(h.packagesPage))
+	h.mux.HandleFunc("POST /apps/{app}/packages", h.admin(h.createPackage))
+	h.mux.HandleFunc("POST /apps/{app}/channels/{channel}/promote", h.admin(h.promote))
+	h.mux.HandleFunc("GET /events", h.serveEvents)
 	h.mux.HandleFunc("/", h.auth(func(w http.ResponseWriter, r *http.Request, v *viewer) {
 		h.errorPage(w, r, v, http.StatusNotFound, "There is no page at "+r.URL.Path+".")
 	}))
@@ -93,7 +110,7 @@ func (h *Handler) routes() {
 // ServeHTTP sets the security headers and dispatches.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
-	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "same-origin")
 	hd.Set("X-Frame-Options", "DENY")
@@ -259,11 +276,15 @@ type page struct {
 	User    string
 	Role    string
 	Locks   bool
+	Live    string // URL of the page's event stream ("" = none)
 	Data    any
 }
 
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, v *viewer, status int, name, title string, data any) {
 	p := page{Title: title, Nav: name, Viewer: v, Data: data, Locks: h.locks != nil}
+	if v != nil && status == http.StatusOK {
+		p.Live = eventsURL(name, r)
+	}
 	if v != nil {
 		p.CanEdit, p.CSRF, p.User, p.Role = v.canEdit(), v.csrf, v.token.Name, v.token.Role
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"github.com/flotilla/flotilla/internal/dashboard"
 	"github.com/flotilla/flotilla/internal/restapi"
 	"github.com/flotilla/flotilla/internal/server"
+	"github.com/flotilla/flotilla/internal/servertest"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/omaha"
 )
@@ -30,27 +30,8 @@ type env struct {
 
 func startServer(t *testing.T) *env {
 	t.Helper()
-	cfg := server.DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.SQLiteSync = "NORMAL"
-	cfg.Etcd.ClientURL = "http://127.0.0.1:0"
-	cfg.Etcd.PeerURL = "http://127.0.0.1:0"
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server run: %v", err)
-		}
-	})
-	return &env{srv: srv, base: "http://" + srv.Addr()}
+	r := servertest.Start(t)
+	return &env{srv: r.Server, base: r.URL()}
 }
 
 var noRedirect = &http.Client{

@@ -150,6 +150,15 @@ var funcs = template.FuncMap{
 		return map[string]string{"Name": name, "Label": label, "Value": value, "Hint": hint, "Err": errs[name]}
 	},
 	"instURL": instanceURL,
+	"pkgURL":  packagesURL,
+	"promURL": promoteURL,
+	"size":    sizeText,
+	"short": func(s string) string {
+		if len(s) > 12 {
+			return s[:12] + "…"
+		}
+		return s
+	},
 	"orDash": func(s string) string {
 		if s == "" {
 			return "—"
@@ -443,16 +452,11 @@ func (h *Handler) groupPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 // policy form to show again.
 func (h *Handler) renderGroup(w http.ResponseWriter, r *http.Request, v *viewer, status int, form *policyForm) {
 	ctx := r.Context()
-	appID, err := appParam(r)
-	if err != nil {
-		h.fail(w, r, v, err)
+	app, ok := h.pathApp(w, r, v)
+	if !ok {
 		return
 	}
-	app, err := h.st.GetApp(ctx, appID)
-	if err != nil {
-		h.fail(w, r, v, err)
-		return
-	}
+	appID := app.ID
 	g, err := h.st.GetGroup(ctx, appID, r.PathValue("group"))
 	if err != nil {
 		h.fail(w, r, v, err)
@@ -625,16 +629,11 @@ type timelineEntry struct {
 
 func (h *Handler) instancePage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	ctx := r.Context()
-	appID, err := appParam(r)
-	if err != nil {
-		h.fail(w, r, v, err)
+	app, ok := h.pathApp(w, r, v)
+	if !ok {
 		return
 	}
-	app, err := h.st.GetApp(ctx, appID)
-	if err != nil {
-		h.fail(w, r, v, err)
-		return
-	}
+	appID := app.ID
 	in, err := h.st.GetInstance(ctx, appID, r.PathValue("id"))
 	if err != nil {
 		h.fail(w, r, v, err)
@@ -676,4 +675,20 @@ func (h *Handler) instancePage(w http.ResponseWriter, r *http.Request, v *viewer
 	h.render(w, r, v, http.StatusOK, "instance", "Instance "+cmp.Or(in.Alias, in.MachineID), map[string]any{
 		"App": app, "In": in, "LastError": decodeError(in.LastErrorCode), "Timeline": tl, "LockHolder": lockHolder,
 	})
+}
+
+// pathApp loads the application named in the path, or renders the error
+// page and reports false.
+func (h *Handler) pathApp(w http.ResponseWriter, r *http.Request, v *viewer) (store.Application, bool) {
+	appID, err := appParam(r)
+	if err != nil {
+		h.fail(w, r, v, err)
+		return store.Application{}, false
+	}
+	app, err := h.st.GetApp(r.Context(), appID)
+	if err != nil {
+		h.fail(w, r, v, err)
+		return store.Application{}, false
+	}
+	return app, true
 }

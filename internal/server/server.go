@@ -91,6 +91,7 @@ type Server struct {
 	ln        net.Listener
 	handler   http.Handler
 	lockFile  *os.File
+	events    *dashboard.Events // the dashboard's live-update streams
 
 	// AdminToken is set when this start created an admin token (first
 	// start, or ResetAdminToken); it is empty otherwise.
@@ -131,7 +132,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, err
 		}
 	}
-	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg)
+	s.events = dashboard.NewEvents()
+	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg, updatesvc.WithActivityHook(s.events.Activity))
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +173,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	dash, err := dashboard.New(svc, dashKey, s.locks, logger.With("component", "dashboard"))
+	dash, err := dashboard.New(svc, dashKey, s.locks, logger.With("component", "dashboard"), dashboard.WithEvents(s.events))
 	if err != nil {
 		return nil, err
 	}
@@ -392,6 +394,9 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	// Shutdown waits for requests to finish; the dashboard's event streams
+	// never do on their own.
+	hs.RegisterOnShutdown(s.events.Close)
 	// http.Server.Shutdown treats a connection that has not sent a request
 	// yet as busy for 5 seconds. HTTP clients open such spare connections
 	// routinely, so shutdown closes them at once instead of waiting.
