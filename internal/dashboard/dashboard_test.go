@@ -533,3 +533,51 @@ func TestLoadKey(t *testing.T) {
 		t.Error("LoadKey accepted a short key")
 	}
 }
+
+// TestInstanceSortAndSeen: the last-seen filter and the "most recently
+// seen first" order use the store's indexed queries and keep paging.
+func TestInstanceSortAndSeen(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	err := e.srv.Store().Update(ctx, func(q store.TxQueries) error {
+		for i := range 60 {
+			err := q.PutInstance(ctx, store.Instance{
+				AppID: omaha.FlatcarAppID, MachineID: fmt.Sprintf("%032x", i), Alias: fmt.Sprintf("n%02d", i),
+				Group: "stable", Version: "1.0.0", Status: store.StatusIdle,
+				// n00 was seen 0 h ago, n01 1 h ago, … n59 59 h ago.
+				LastCheck: now.Add(-time.Duration(i) * time.Hour), StatusChanged: now, CreatedAt: now,
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.login(t, e.srv.AdminToken)
+	base := "/apps/" + omaha.FlatcarAppID + "/groups/stable"
+	r := e.do(t, "GET", base+"?seen=stale-24h", c, nil)
+	// n24 was seen 24 h before the test's clock, which is a little more
+	// than 24 h before the request.
+	if !strings.Contains(r.body, "(36 matching)") || strings.Contains(r.body, ">n23<") || !strings.Contains(r.body, ">n30<") {
+		t.Fatalf("not seen for 24 h: want n24…n59 only\n%s", r.body)
+	}
+	r = e.do(t, "GET", base+"?seen=24h&sort=last-seen", c, nil)
+	if !strings.Contains(r.body, "(24 matching)") {
+		t.Fatalf("seen in 24 h: want 24\n%s", r.body)
+	}
+	if i0, i1 := strings.Index(r.body, ">n00<"), strings.Index(r.body, ">n01<"); i0 < 0 || i1 < 0 || i0 > i1 {
+		t.Fatal("most recently seen first: n00 should come before n01")
+	}
+	r = e.do(t, "GET", base+"?sort=last-seen", c, nil)
+	if strings.Contains(r.body, ">n55<") || !strings.Contains(r.body, ">n49<") {
+		t.Fatal("last-seen order, first page of 50: want n00…n49")
+	}
+	r = e.do(t, "GET", base+"?seen=bogus&sort=bogus", c, nil)
+	if r.code != 200 || !strings.Contains(r.body, "ignored") {
+		t.Fatalf("unknown filter values: %d", r.code)
+	}
+}

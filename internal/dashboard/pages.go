@@ -419,12 +419,41 @@ func (f *policyForm) policy(old store.Policy) (store.Policy, bool) {
 
 // instanceQuery is the group page's instance filter as given in the URL.
 type instanceQuery struct {
-	Q, Status, Version, Cursor string
+	Q, Status, Version, Seen, Sort, Cursor string
+}
+
+// seenFilters are the last-seen choices of the instance filter: a key,
+// its label, and the window it selects (negative: not seen for that long).
+var seenFilters = []struct {
+	Key, Label string
+	Within     time.Duration
+}{
+	{"1h", "seen in the last hour", time.Hour},
+	{"24h", "seen in the last 24 h", 24 * time.Hour},
+	{"7d", "seen in the last 7 days", 7 * 24 * time.Hour},
+	{"stale-24h", "not seen for 24 h", -24 * time.Hour},
+	{"stale-7d", "not seen for 7 days", -7 * 24 * time.Hour},
+}
+
+// applySeen sets the filter's last-seen bounds; false for an unknown key.
+func applySeen(f *store.InstanceFilter, key string, now time.Time) bool {
+	for _, sf := range seenFilters {
+		if sf.Key != key {
+			continue
+		}
+		if sf.Within > 0 {
+			f.SeenAfter = now.Add(-sf.Within)
+		} else {
+			f.SeenBefore = now.Add(sf.Within)
+		}
+		return true
+	}
+	return false
 }
 
 func (q instanceQuery) values() url.Values {
 	v := url.Values{}
-	for k, s := range map[string]string{"q": q.Q, "status": q.Status, "version": q.Version, "cursor": q.Cursor} {
+	for k, s := range map[string]string{"q": q.Q, "status": q.Status, "version": q.Version, "seen": q.Seen, "sort": q.Sort, "cursor": q.Cursor} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -478,9 +507,22 @@ func (h *Handler) renderGroup(w http.ResponseWriter, r *http.Request, v *viewer,
 	slices.SortFunc(versions, func(a, b versionCount) int { return -updatesvc.CompareVersions(a.Version, b.Version) })
 
 	uq := r.URL.Query()
-	iq := instanceQuery{Q: strings.TrimSpace(uq.Get("q")), Status: uq.Get("status"), Version: uq.Get("version"), Cursor: uq.Get("cursor")}
+	iq := instanceQuery{Q: strings.TrimSpace(uq.Get("q")), Status: uq.Get("status"), Version: uq.Get("version"),
+		Seen: uq.Get("seen"), Sort: uq.Get("sort"), Cursor: uq.Get("cursor")}
 	var notice string
 	filter := store.InstanceFilter{AppID: appID, Group: g.Name, Prefix: iq.Q, Version: iq.Version, Cursor: iq.Cursor, Limit: pageSize}
+	if iq.Seen != "" && !applySeen(&filter, iq.Seen, time.Now()) {
+		notice = fmt.Sprintf("Unknown last-seen filter %q ignored.", iq.Seen)
+		iq.Seen = ""
+	}
+	switch iq.Sort {
+	case "":
+	case "last-seen":
+		filter.SortByLastCheck = true
+	default:
+		notice = fmt.Sprintf("Unknown sort %q ignored.", iq.Sort)
+		iq.Sort = ""
+	}
 	if iq.Status != "" {
 		if store.Status(iq.Status).Valid() {
 			filter.Status = store.Status(iq.Status)
@@ -542,7 +584,7 @@ func (h *Handler) renderGroup(w http.ResponseWriter, r *http.Request, v *viewer,
 	h.render(w, r, v, status, "group", "Group "+g.Name, map[string]any{
 		"App": app, "Group": g, "ChannelVersion": chVersion, "Bar": newBar(rs), "Versions": versions,
 		"Policy": g.Policy, "CurrentPercent": rollout.CurrentPercent(g.Policy, g.RolloutStartedAt, now), "InWindow": inWindow,
-		"Form": form, "Query": iq, "Statuses": store.AllStatuses, "Page": pg, "NextURL": nextURL, "FirstURL": firstURL,
+		"Form": form, "Query": iq, "Statuses": store.AllStatuses, "SeenFilters": seenFilters, "Page": pg, "NextURL": nextURL, "FirstURL": firstURL,
 		"Notice": notice, "Flash": flashes[uq.Get("done")], "Lock": lock, "LockErr": lockErr, "Activity": acts,
 		"URL": base,
 	})
