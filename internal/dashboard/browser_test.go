@@ -164,6 +164,24 @@ func TestBrowser(t *testing.T) {
 	if e.paused(t, "stable") {
 		t.Fatal("the browser's resume did not resume the group")
 	}
+	// Edit the policy: a bad value is shown next to its field and changes
+	// nothing; a good one is saved.
+	do("bad policy",
+		chromedp.SetValue(chromedp.ID("f-rollout_percent"), "150"),
+		chromedp.Click(chromedp.ID("save-policy")),
+		chromedp.WaitVisible(chromedp.CSS(`#f-rollout_percent[aria-invalid="true"]`)))
+	do("good policy",
+		chromedp.SetValue(chromedp.ID("f-rollout_percent"), "40"),
+		chromedp.SetValue(chromedp.ID("f-max_updates_per_period"), "25"),
+		chromedp.Click(chromedp.ID("save-policy")),
+		chromedp.WaitVisible(chromedp.CSS(".flash.success")))
+	g, err := e.srv.Store().GetGroup(ctx, omaha.FlatcarAppID, "stable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Policy.RolloutPercent != 40 || g.Policy.MaxUpdatesPerPeriod != 25 {
+		t.Fatalf("policy after the browser's edit: %+v", g.Policy)
+	}
 	shot("group")
 
 	do("open instance", chromedp.Navigate(e.base+"/apps/"+omaha.FlatcarAppID+"/instances/"+failed), chromedp.WaitVisible(chromedp.CSS(".timeline")))
