@@ -241,17 +241,29 @@ func newMachine(t *testing.T, e *env, tweak func(*agent.Config)) *machine {
 	return m
 }
 
-func (m *machine) writeSlot(label string, img []byte) {
+// openDisk opens the machine's disk image and reads its GPT.
+func (m *machine) openDisk(readOnly bool) (*gpt.Disk, *gpt.Table) {
 	m.t.Helper()
-	d, err := gpt.Open(m.disk)
+	open := gpt.Open
+	if readOnly {
+		open = gpt.OpenReadOnly
+	}
+	d, err := open(m.disk)
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	defer d.Close()
 	tb, err := d.Table()
 	if err != nil {
+		d.Close()
 		m.t.Fatal(err)
 	}
+	return d, tb
+}
+
+func (m *machine) writeSlot(label string, img []byte) {
+	m.t.Helper()
+	d, tb := m.openDisk(false)
+	defer d.Close()
 	p, err := gpt.FindSlot(tb, label)
 	if err != nil {
 		m.t.Fatal(err)
@@ -321,14 +333,7 @@ func (m *machine) stop() {
 func (m *machine) reboot() gpt.Partition {
 	m.t.Helper()
 	m.stop()
-	d, err := gpt.Open(m.disk)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	tb, err := d.Table()
-	if err != nil {
-		m.t.Fatal(err)
-	}
+	d, tb := m.openDisk(false)
 	p, changed, err := gpt.BootNext(tb)
 	if err != nil {
 		m.t.Fatal(err)
@@ -368,16 +373,9 @@ func (m *machine) waitStatus(what string, ok func(agent.StatusReport) bool) agen
 
 func (m *machine) slots() (a, b gpt.Partition) {
 	m.t.Helper()
-	d, err := gpt.OpenReadOnly(m.disk)
-	if err != nil {
-		m.t.Fatal(err)
-	}
+	d, tb := m.openDisk(true)
 	defer d.Close()
-	tb, err := d.Table()
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	a, b, err = gpt.FindUSR(tb)
+	a, b, err := gpt.FindUSR(tb)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -387,15 +385,8 @@ func (m *machine) slots() (a, b gpt.Partition) {
 // slotContent returns the first n bytes of a slot.
 func (m *machine) slotContent(label string, n int) []byte {
 	m.t.Helper()
-	d, err := gpt.OpenReadOnly(m.disk)
-	if err != nil {
-		m.t.Fatal(err)
-	}
+	d, tb := m.openDisk(true)
 	defer d.Close()
-	tb, err := d.Table()
-	if err != nil {
-		m.t.Fatal(err)
-	}
 	p, err := gpt.FindSlot(tb, label)
 	if err != nil {
 		m.t.Fatal(err)

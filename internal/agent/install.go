@@ -84,12 +84,12 @@ func (a *Agent) stepDownload(ctx context.Context, p *Pending) *failure {
 	// A stream that was not a payload leaves the digest empty; the verify
 	// step then reads the file and reports exactly what is wrong with it.
 	dataSize, dataSHA, _ := sh.data.Sum()
-	if err := a.update(func(s *State) {
+	if ferr := a.advance(func(s *State) {
 		s.Pending.Sent14 = true
 		s.Pending.Step = stepVerify
 		s.Pending.DataSize, s.Pending.DataSHA256 = dataSize, dataSHA
-	}); err != nil {
-		return fail(omaha.CodeDownloadStateInitialization, "install: %w", err)
+	}); ferr != nil {
+		return ferr
 	}
 	return nil
 }
@@ -98,16 +98,11 @@ func (a *Agent) stepDownload(ctx context.Context, p *Pending) *failure {
 // a trusted signature over the header, then every data byte against the
 // signed digests. It also picks the target slot.
 func (a *Agent) stepVerify(ctx context.Context, p *Pending) *failure {
-	_ = a.update(func(s *State) { s.Status = StatusVerifying })
-	a.setProgress(0)
-	pl, closeFn, ferr := a.openPayload(p)
+	pl, closeFn, ferr := a.openVerified(p, StatusVerifying)
 	if ferr != nil {
 		return ferr
 	}
 	defer closeFn()
-	if ferr := a.verifySignature(pl); ferr != nil {
-		return ferr
-	}
 	h := pl.Header()
 	if h.Version != p.Version {
 		return fail(omaha.CodeDownloadPayloadVerification, "verify: the payload is signed for version %q but the server offered %q", h.Version, p.Version)
@@ -132,13 +127,13 @@ func (a *Agent) stepVerify(ctx context.Context, p *Pending) *failure {
 		return fail(omaha.CodeDownloadNewPartitionInfo, "verify: the image is %d bytes but slot %s holds %d", h.ImageSize, target.Name, size)
 	}
 	a.log.Info("payload verified", "version", h.Version, "image_size", h.ImageSize, "target", target.Name)
-	if err := a.update(func(s *State) {
+	if ferr := a.advance(func(s *State) {
 		s.Pending.Step = stepWrite
 		s.Pending.TargetPartUUID = target.GUID.String()
 		s.Pending.ImageSHA256 = h.ImageSHA256
 		s.Pending.ImageSize = h.ImageSize
-	}); err != nil {
-		return fail(omaha.CodeDownloadStateInitialization, "install: %w", err)
+	}); ferr != nil {
+		return ferr
 	}
 	return nil
 }
@@ -147,19 +142,14 @@ func (a *Agent) stepVerify(ctx context.Context, p *Pending) *failure {
 // half-written slot can never be booted, writes the verified image, and
 // reads it back.
 func (a *Agent) stepWrite(ctx context.Context, p *Pending) *failure {
-	_ = a.update(func(s *State) { s.Status = StatusFinalizing })
-	a.setProgress(0)
-	pl, closeFn, ferr := a.openPayload(p)
+	// The staged file could have been replaced since the verify step
+	// (crash, tampering on disk): authenticate it again, cheaply — the
+	// signed header binds the image digest the read-back checks.
+	pl, closeFn, ferr := a.openVerified(p, StatusFinalizing)
 	if ferr != nil {
 		return ferr
 	}
 	defer closeFn()
-	// The staged file could have been replaced since the verify step
-	// (crash, tampering on disk): authenticate it again, cheaply — the
-	// header signature binds the data digest WriteImage checks at the end.
-	if ferr := a.verifySignature(pl); ferr != nil {
-		return ferr
-	}
 	if pl.Header().ImageSHA256 != p.ImageSHA256 {
 		return fail(omaha.CodeDownloadPayloadVerification, "write: the staged payload changed since it was verified")
 	}
@@ -204,8 +194,8 @@ func (a *Agent) stepWrite(ctx context.Context, p *Pending) *failure {
 	if err := disk.Sync(); err != nil {
 		return fail(omaha.CodeDownloadWrite, "write: sync %s: %w", disk.Path(), err)
 	}
-	if err := a.update(func(s *State) { s.Pending.Step = stepCommit; s.Pending.BootID = a.cfg.BootID }); err != nil {
-		return fail(omaha.CodeDownloadStateInitialization, "install: %w", err)
+	if ferr := a.advance(func(s *State) { s.Pending.Step = stepCommit; s.Pending.BootID = a.cfg.BootID }); ferr != nil {
+		return ferr
 	}
 	return nil
 }
@@ -375,4 +365,29 @@ func (a *Agent) openTarget() (*gpt.Disk, slot, *failure) {
 type slot struct {
 	gpt.Partition
 	size int64
+}
+
+// openVerified sets the status, opens the staged payload and checks its
+// signature: the start of every step that reads the payload.
+func (a *Agent) openVerified(p *Pending, status string) (*payload.Payload, func(), *failure) {
+	_ = a.update(func(s *State) { s.Status = status })
+	a.setProgress(0)
+	pl, closeFn, ferr := a.openPayload(p)
+	if ferr != nil {
+		return nil, nil, ferr
+	}
+	if ferr := a.verifySignature(pl); ferr != nil {
+		closeFn()
+		return nil, nil, ferr
+	}
+	return pl, closeFn, nil
+}
+
+// advance records the next step; the step must not run on a state that
+// could not be saved.
+func (a *Agent) advance(fn func(s *State)) *failure {
+	if err := a.update(fn); err != nil {
+		return fail(omaha.CodeDownloadStateInitialization, "install: %w", err)
+	}
+	return nil
 }

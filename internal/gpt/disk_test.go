@@ -207,7 +207,6 @@ func TestDiskLock(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
 	d.Close()
 	select {
 	case err := <-got:
