@@ -49,6 +49,7 @@ Endpoints: POST /v1/update/ (Omaha, update_engine dialect), /api/v1/ (REST),
 	f.StringVar(&o.cfg.SQLiteSync, "sqlite-sync", o.cfg.SQLiteSync, "SQLite synchronous mode: FULL (durable against power loss) or NORMAL (durable against crashes, faster)")
 	f.BoolVar(&o.cfg.TrustForwardedFor, "trust-forwarded-for", false, "take machine IPs from X-Forwarded-For (only behind a proxy you control)")
 	f.DurationVar(&o.cfg.Update.Retention, "retention", o.cfg.Update.Retention, "how long status history, events and activity are kept")
+	f.DurationVar(&o.cfg.Update.SampleInterval, "sample-interval", o.cfg.Update.SampleInterval, "how often each group's version breakdown is recorded for the dashboard's chart")
 	f.DurationVar(&o.cfg.Update.LastSeenResolution, "last-seen-resolution", o.cfg.Update.LastSeenResolution, "an unchanged machine's last-seen time is written at most this often")
 	f.DurationVar(&o.cfg.FleetLockWait, "fleetlock-wait", o.cfg.FleetLockWait, "how long a FleetLock pre-reboot for a full group waits for a slot before answering \"full\" (0: at once)")
 	f.StringVar(&o.cfg.PayloadDir, "payload-dir", "", "serve the update payloads in this directory at /payloads/ (Range requests supported)")
@@ -84,6 +85,9 @@ func runServer(cmd *cobra.Command, g *globals, o *serverOpts) error {
 		o.cfg.SQLiteSync = strings.ToUpper(o.cfg.SQLiteSync)
 	default:
 		return usagef("--sqlite-sync %q: want FULL or NORMAL", o.cfg.SQLiteSync)
+	}
+	if o.cfg.Update.SampleInterval < time.Second {
+		return usagef("--sample-interval %s: want at least 1s", o.cfg.Update.SampleInterval)
 	}
 	if o.cfg.Update.Retention < time.Hour {
 		return usagef("--retention %s: want at least 1h", o.cfg.Update.Retention)

@@ -79,7 +79,42 @@ func seedFleet(t *testing.T, e *env) string {
 			}
 		}
 	}
+	seedHistory(t, e, now)
 	return failed
+}
+
+// seedHistory records version samples for the last five hours, as if the
+// group's machines had moved to 4152.2.0 one by one, so the chart shows a
+// rollout. The instances end as seedFleet left them.
+func seedHistory(t *testing.T, e *env, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	st := e.srv.Store()
+	pg, err := st.ListInstances(ctx, store.InstanceFilter{AppID: omaha.FlatcarAppID, Group: "stable", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var done []store.Instance
+	for _, in := range pg.Instances {
+		if in.Version == "4152.2.0" {
+			done = append(done, in)
+		}
+	}
+	const steps = 15
+	for step := 0; step <= steps; step++ {
+		for i, in := range done {
+			in.Version = "4081.2.0"
+			if i < step*len(done)/steps {
+				in.Version = "4152.2.0"
+			}
+			if err := st.PutInstance(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := st.SampleVersions(ctx, now.Add(-time.Duration(steps-step)*20*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestBrowser drives a real Chromium: sign in, pause and resume a group,
@@ -181,6 +216,10 @@ func TestBrowser(t *testing.T) {
 	}
 	if g.Policy.RolloutPercent != 40 || g.Policy.MaxUpdatesPerPeriod != 25 {
 		t.Fatalf("policy after the browser's edit: %+v", g.Policy)
+	}
+	do("chart range", chromedp.Click(chromedp.CSS(`.chart-ranges a[href$="chart=6h"]`)), chromedp.WaitVisible(chromedp.CSS("svg.chart path.band")))
+	if legend := text("#versions-chart .legend"); !strings.Contains(legend, "4152.2.0") || !strings.Contains(legend, "4081.2.0") {
+		t.Fatalf("chart legend %q", legend)
 	}
 	shot("group")
 

@@ -51,9 +51,7 @@ type Handler struct {
 	tokens   map[string]store.Token
 	tokensAt time.Time
 
-	events  *Events
-	rsMu    sync.Mutex
-	rsCache map[string]rolloutEntry
+	events *Events
 }
 
 // New returns the dashboard handler. key signs session cookies (see
@@ -66,7 +64,6 @@ func New(svc *updatesvc.Service, key []byte, locks *rebootlock.Manager, logger *
 	h := &Handler{
 		svc: svc, st: svc.Store(), locks: locks, log: logger, key: key, now: time.Now,
 		mux: http.NewServeMux(), pages: map[string]*template.Template{}, revoked: map[string]time.Time{},
-		rsCache: map[string]rolloutEntry{},
 	}
 	for _, o := range opts {
 		o(h)

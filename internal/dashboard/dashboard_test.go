@@ -417,11 +417,16 @@ func TestEscaping(t *testing.T) {
 		Kind: store.ActivityInstanceFailed, Severity: store.SeverityError, Message: "machine " + xss1 + xss2 + " failed", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	// A sample puts the hostile version into the chart's legend and titles.
+	if _, err := e.srv.Service().SampleVersions(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	c := e.login(t, e.srv.AdminToken)
 	pages := []string{
 		"/",
 		stablePath,
 		stablePath + "?q=" + url.QueryEscape(xss1) + "&version=" + url.QueryEscape(xss2) + "&status=" + url.QueryEscape(xss2),
+		stablePath + "?chart=" + url.QueryEscape(xss1),
 		"/apps/" + omaha.FlatcarAppID + "/instances/" + id,
 	}
 	for _, p := range pages {
@@ -435,7 +440,7 @@ func TestEscaping(t *testing.T) {
 			}
 		}
 	}
-	inst := e.do(t, "GET", pages[3], c, nil).body
+	inst := e.do(t, "GET", pages[4], c, nil).body
 	for _, want := range []string{"&lt;script&gt;alert(1)&lt;/script&gt;", "OmahaResponseInvalid (34)", "TestOmahaUrl", "What to do:"} {
 		if !strings.Contains(inst, want) {
 			t.Errorf("instance page lacks %q", want)
@@ -579,5 +584,51 @@ func TestInstanceSortAndSeen(t *testing.T) {
 	r = e.do(t, "GET", base+"?seen=bogus&sort=bogus", c, nil)
 	if r.code != 200 || !strings.Contains(r.body, "ignored") {
 		t.Fatalf("unknown filter values: %d", r.code)
+	}
+}
+
+// TestVersionChart: the group page charts the version samples the service
+// records, with the live breakdown as the last point.
+func TestVersionChart(t *testing.T) {
+	e := startServer(t)
+	ctx := context.Background()
+	st := e.srv.Store()
+	now := time.Now().UTC()
+	put := func(id, version string) {
+		t.Helper()
+		if err := st.PutInstance(ctx, store.Instance{AppID: omaha.FlatcarAppID, MachineID: id, Group: "stable", Version: version,
+			Status: store.StatusIdle, LastCheck: now, StatusChanged: now, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("m1", "4081.2.0")
+	put("m2", "4081.2.0")
+	if _, err := st.SampleVersions(ctx, now.Add(-30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	put("m2", "4152.2.0")
+	c := e.login(t, e.srv.AdminToken)
+
+	page := e.do(t, "GET", stablePath+"?chart=1h", c, nil)
+	if page.code != http.StatusOK {
+		t.Fatalf("group page: %d", page.code)
+	}
+	for _, want := range []string{`<svg class="chart"`, "Versions over time", "<strong>1 hour</strong>",
+		"4081.2.0: 1 now, at most 2", "4152.2.0: 1 now, at most 1"} {
+		if !strings.Contains(page.body, want) {
+			t.Errorf("group page lacks %q", want)
+		}
+	}
+	if n := strings.Count(page.body, `<path class="band"`); n != 2 {
+		t.Errorf("%d bands drawn, want 2", n)
+	}
+	page = e.do(t, "GET", stablePath+"?chart=5y", c, nil)
+	if !strings.Contains(page.body, "Unknown chart range") || !strings.Contains(page.body, "<strong>24 hours</strong>") {
+		t.Errorf("an unknown range does not fall back to 24 hours with a notice")
+	}
+	// An empty group says so instead of drawing an empty chart.
+	page = e.do(t, "GET", "/apps/"+omaha.FlatcarAppID+"/groups/beta", c, nil)
+	if page.code != http.StatusOK || !strings.Contains(page.body, "No machines in this group") {
+		t.Errorf("empty group: %d, no empty-chart message", page.code)
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla/flotilla/internal/store"
@@ -20,50 +20,75 @@ import (
 // names what its page shows (?app=&group= or ?app=&instance=, nothing for
 // the overview); the stream sends "change" whenever that may have changed,
 // and the page's script (static/live.js) fetches the page again and swaps
-// the sections marked data-live. Two sources feed it:
-//   - activity entries, pushed by the update service's activity hook
-//     through Events (pauses, rollouts started or finished, failures…);
-//   - a poll, once per pollInterval and only while the stream is open, of
-//     what the page shows: the instance row, or the group rows and their
-//     rollout counts. The update service has no hook for status changes,
-//     and these reads are indexed and cached across streams.
+// the sections marked data-live. Both sources are pushed by the update
+// service through Events, so an idle page costs no reads:
+//   - activity entries (pauses, rollouts started or finished, failures…),
+//     from updatesvc.WithActivityHook;
+//   - instance status changes, from updatesvc.WithStatusHook. A rollout
+//     makes many; a stream sends at most one "change" per statusInterval
+//     for them, so a page at 100,000 machines is not refetched per machine.
+//
+// Events are local to one server process: with several replicas a page
+// sees the changes made through its own replica.
 
 const (
-	pollInterval      = time.Second
-	heartbeatInterval = 15 * time.Second
-	writeTimeout      = 10 * time.Second
-	// rolloutCacheTTL lets concurrent streams share RolloutStatus reads.
-	rolloutCacheTTL = pollInterval / 2
-	// subscriberBuffer activity entries may queue per stream; more are
-	// dropped (the next poll still notices state changes).
-	subscriberBuffer = 64
+	statusInterval = 500 * time.Millisecond
+	// sessionCheckInterval bounds how long a stream outlives its session
+	// (logout, token deleted, expiry).
+	sessionCheckInterval = 2 * time.Second
+	heartbeatInterval    = 15 * time.Second
+	writeTimeout         = 10 * time.Second
+	// subscriberBuffer messages may queue per stream; more are dropped, and
+	// the stream then tells its page to refresh anyway.
+	subscriberBuffer = 256
 )
 
-// Events fans activity entries out to the dashboard's open event streams.
-// Create it before the update service so that its Activity method can be
-// the service's activity hook (updatesvc.WithActivityHook), and pass it to
+// liveMsg is one pushed change: an activity entry or a status change.
+type liveMsg struct {
+	act    *store.Activity
+	status *store.StatusChange
+}
+
+// subscriber is one open stream's queue. dropped is set when a message did
+// not fit, so that the stream refreshes its page instead of missing it.
+type subscriber struct {
+	ch      chan liveMsg
+	dropped atomic.Bool
+}
+
+// Events fans activity entries and status changes out to the dashboard's
+// open event streams. Create it before the update service so that its
+// Activity and Status methods can be the service's hooks
+// (updatesvc.WithActivityHook, updatesvc.WithStatusHook), and pass it to
 // New with WithEvents. Close ends every stream (call it on shutdown: the
 // streams never end on their own).
 type Events struct {
 	mu     sync.Mutex
-	subs   map[chan store.Activity]struct{}
+	subs   map[*subscriber]struct{}
 	done   chan struct{}
 	closed bool
 }
 
 // NewEvents returns an empty broadcaster.
 func NewEvents() *Events {
-	return &Events{subs: map[chan store.Activity]struct{}{}, done: make(chan struct{})}
+	return &Events{subs: map[*subscriber]struct{}{}, done: make(chan struct{})}
 }
 
 // Activity hands an activity entry to every open stream. It never blocks.
-func (e *Events) Activity(a store.Activity) {
+func (e *Events) Activity(a store.Activity) { e.broadcast(liveMsg{act: &a}) }
+
+// Status hands an instance status change to every open stream. It never
+// blocks.
+func (e *Events) Status(c store.StatusChange) { e.broadcast(liveMsg{status: &c}) }
+
+func (e *Events) broadcast(m liveMsg) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for ch := range e.subs {
+	for sub := range e.subs {
 		select {
-		case ch <- a:
+		case sub.ch <- m:
 		default:
+			sub.dropped.Store(true)
 		}
 	}
 }
@@ -79,17 +104,17 @@ func (e *Events) Close() {
 }
 
 // subscribe registers a stream; ok is false after Close.
-func (e *Events) subscribe() (ch chan store.Activity, cancel func(), ok bool) {
+func (e *Events) subscribe() (sub *subscriber, cancel func(), ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil, nil, false
 	}
-	ch = make(chan store.Activity, subscriberBuffer)
-	e.subs[ch] = struct{}{}
-	return ch, func() {
+	sub = &subscriber{ch: make(chan liveMsg, subscriberBuffer)}
+	e.subs[sub] = struct{}{}
+	return sub, func() {
 		e.mu.Lock()
-		delete(e.subs, ch)
+		delete(e.subs, sub)
 		e.mu.Unlock()
 	}, true
 }
@@ -143,97 +168,39 @@ func (wt watch) relevant(a store.Activity, instGroup, channel string) bool {
 	}
 }
 
-type rolloutEntry struct {
-	rs store.RolloutStatus
-	at time.Time
+// statusRelevant reports whether an instance status change concerns the
+// watched page.
+func (wt watch) statusRelevant(c store.StatusChange) bool {
+	switch {
+	case wt.app == "":
+		return true
+	case c.AppID != wt.app:
+		return false
+	case wt.machine != "":
+		return c.MachineID == wt.machine
+	default:
+		return c.Group == wt.group
+	}
 }
 
-// rolloutStatus is RolloutStatus cached for rolloutCacheTTL.
-func (h *Handler) rolloutStatus(ctx context.Context, app, group string) (store.RolloutStatus, error) {
-	key := app + "\x00" + group
-	now := time.Now()
-	h.rsMu.Lock()
-	if e, ok := h.rsCache[key]; ok && now.Sub(e.at) < rolloutCacheTTL {
-		h.rsMu.Unlock()
-		return e.rs, nil
-	}
-	h.rsMu.Unlock()
-	rs, err := h.st.RolloutStatus(ctx, app, group)
-	if err != nil {
-		return rs, err
-	}
-	h.rsMu.Lock()
-	defer h.rsMu.Unlock()
-	for k, e := range h.rsCache { // keep the map small
-		if now.Sub(e.at) >= rolloutCacheTTL {
-			delete(h.rsCache, k)
-		}
-	}
-	h.rsCache[key] = rolloutEntry{rs, now}
-	return rs, nil
-}
-
-func groupPrint(g store.Group, rs store.RolloutStatus) string {
-	// fmt prints maps with sorted keys, so equal states print equally.
-	return fmt.Sprintf("%s|%s|%t|%s|%s|%s|%d|%v|%v;", g.Name, g.Channel, g.Policy.Paused, g.PausedReason, g.RolloutVersion,
-		g.RolloutStartedAt, rs.Total, rs.ByStatus, rs.ByVersion)
-}
-
-// snapshot returns a fingerprint of what the watched page shows, plus the
-// watched instance's group or the watched group's channel.
-func (h *Handler) snapshot(ctx context.Context, wt watch) (print, group, channel string, err error) {
+// lookup returns the watched instance's group or the watched group's
+// channel, which decide whether group and channel activity is relevant.
+func (h *Handler) lookup(ctx context.Context, wt watch) (group, channel string, err error) {
 	switch {
 	case wt.machine != "":
 		in, err := h.st.GetInstance(ctx, wt.app, wt.machine)
-		if errors.Is(err, store.ErrNotFound) {
-			return "missing", "", "", nil
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return "", "", err
 		}
-		if err != nil {
-			return "", "", "", err
-		}
-		return fmt.Sprintf("%s|%s|%s|%s|%s|%s|%d|%s", in.Status, in.StatusChanged, in.Version, in.GrantedVersion,
-			in.BlockedVersion, in.Group, in.LastErrorCode, in.Alias), in.Group, "", nil
+		return in.Group, "", nil
 	case wt.group != "":
 		g, err := h.st.GetGroup(ctx, wt.app, wt.group)
-		if errors.Is(err, store.ErrNotFound) {
-			return "missing", "", "", nil
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return "", "", err
 		}
-		if err != nil {
-			return "", "", "", err
-		}
-		rs, err := h.rolloutStatus(ctx, wt.app, g.Name)
-		if err != nil {
-			return "", "", "", err
-		}
-		ch, _ := h.st.GetChannel(ctx, wt.app, g.Channel)
-		return groupPrint(g, rs) + ch.PackageVersion, "", g.Channel, nil
+		return "", g.Channel, nil
 	}
-	var b strings.Builder
-	apps, err := h.st.ListApps(ctx)
-	if err != nil {
-		return "", "", "", err
-	}
-	for _, a := range apps {
-		chans, err := h.st.ListChannels(ctx, a.ID)
-		if err != nil {
-			return "", "", "", err
-		}
-		for _, c := range chans {
-			fmt.Fprintf(&b, "%s=%s;", c.Name, c.PackageVersion)
-		}
-		groups, err := h.st.ListGroups(ctx, a.ID)
-		if err != nil {
-			return "", "", "", err
-		}
-		for _, g := range groups {
-			rs, err := h.rolloutStatus(ctx, a.ID, g.Name)
-			if err != nil {
-				return "", "", "", err
-			}
-			b.WriteString(a.ID + "/" + groupPrint(g, rs))
-		}
-	}
-	return b.String(), "", "", nil
+	return "", "", nil
 }
 
 // serveEvents is GET /events. Without a valid session it answers 401 (an
@@ -264,7 +231,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "give app with group or instance, or nothing", http.StatusBadRequest)
 		return
 	}
-	acts, unsubscribe, ok := h.events.subscribe()
+	sub, unsubscribe, ok := h.events.subscribe()
 	if !ok {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
@@ -294,17 +261,22 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return write("event: " + event + "\ndata: " + string(b) + "\n\n")
 	}
 
-	last, group, channel, err := h.snapshot(ctx, wt)
+	group, channel, err := h.lookup(ctx, wt)
 	if err != nil && ctx.Err() == nil {
-		h.log.Warn("dashboard: live snapshot", "err", err)
+		h.log.Warn("dashboard: live lookup", "err", err)
 	}
 	if !write("retry: 3000\n\n") || !send("ready", map[string]string{"user": v.token.Name}) {
 		return
 	}
-	poll := time.NewTicker(pollInterval)
-	defer poll.Stop()
+	session := time.NewTicker(sessionCheckInterval)
+	defer session.Stop()
 	beat := time.NewTicker(heartbeatInterval)
 	defer beat.Stop()
+	// Status changes are coalesced: the first one arms throttle, and one
+	// "change" goes out when it fires.
+	throttle := time.NewTimer(statusInterval)
+	throttle.Stop()
+	pending := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -315,30 +287,41 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 			if !write(": heartbeat\n\n") {
 				return
 			}
-		case a := <-acts:
-			if wt.relevant(a, group, channel) {
-				if !send("change", map[string]any{"reason": "activity", "kind": a.Kind, "message": a.Message}) {
-					return
-				}
-			}
-		case <-poll.C:
-			// The session may have ended (logout, token deleted, expiry).
+		case <-session.C:
 			if v, err := h.currentViewer(r); err == nil && v == nil {
 				return
 			}
-			cur, g, c, err := h.snapshot(ctx, wt)
-			if err != nil {
-				if ctx.Err() == nil {
-					h.log.Warn("dashboard: live poll", "err", err)
-				}
-				continue
-			}
-			group, channel = g, c
-			if cur != last {
-				last = cur
-				if !send("change", map[string]string{"reason": "state"}) {
+		case m := <-sub.ch:
+			if sub.dropped.Swap(false) {
+				// Something was missed; whatever it was, refresh.
+				if !send("change", map[string]string{"reason": "overflow"}) {
 					return
 				}
+			}
+			switch {
+			case m.act != nil && wt.relevant(*m.act, group, channel):
+				if m.act.Kind == store.ActivityPolicyChanged {
+					// The watched group may follow another channel now.
+					if g, c, err := h.lookup(ctx, wt); err == nil {
+						group, channel = g, c
+					}
+				}
+				if !send("change", map[string]any{"reason": "activity", "kind": m.act.Kind, "message": m.act.Message}) {
+					return
+				}
+			case m.status != nil && wt.statusRelevant(*m.status):
+				if wt.machine != "" {
+					group = m.status.Group
+				}
+				if !pending {
+					pending = true
+					throttle.Reset(statusInterval)
+				}
+			}
+		case <-throttle.C:
+			pending = false
+			if !send("change", map[string]string{"reason": "status"}) {
+				return
 			}
 		}
 	}

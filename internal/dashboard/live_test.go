@@ -191,6 +191,28 @@ func (e *env) openEvents(t *testing.T, path string, c *http.Cookie) *sse {
 	return s
 }
 
+// statusIntervalForTest is longer than the stream's coalescing interval
+// for status changes (500 ms): a change would have been sent within it.
+const statusIntervalForTest = time.Second
+
+// none checks that no event other than a heartbeat arrives within d: an
+// absence can only be checked over a window.
+func (s *sse) none(t *testing.T, d time.Duration) {
+	t.Helper()
+	window := time.After(d)
+	for {
+		select {
+		case ev, ok := <-s.events:
+			if ok {
+				t.Errorf("unexpected %q event %s", ev[0], ev[1])
+			}
+			return
+		case <-window:
+			return
+		}
+	}
+}
+
 // next waits (up to 10 s) for an event named name, skipping others.
 func (s *sse) next(t *testing.T, name string) string {
 	t.Helper()
@@ -251,28 +273,42 @@ func TestEvents(t *testing.T) {
 		t.Errorf("overview change event %s", d)
 	}
 
-	// A status change has no hook: the stream's poll notices it.
-	id := "0123456789abcdef0123456789abcdef"
-	now := time.Now().UTC()
-	in := store.Instance{AppID: app, MachineID: id, Group: "stable", Version: "1.0.0", Status: store.StatusIdle,
-		LastCheck: now, StatusChanged: now, CreatedAt: now}
-	if err := st.PutInstance(ctx, in); err != nil {
+	// Status changes are pushed by the update service's status hook: a
+	// machine reporting a failed install moves its instance page and its group's.
+	m := &machine{c: &omaha.Client{URL: e.base + omaha.DefaultPath}, id: "0123456789abcdef0123456789abcdef", track: "stable", version: "1.0.0"}
+	if _, err := m.send(ctx, omaha.App{Ping: &omaha.Ping{Active: 1}, UpdateCheck: &omaha.UpdateCheck{}}); err != nil {
 		t.Fatal(err)
 	}
-	inst := e.openEvents(t, "/events?app="+app+"&instance="+id, c)
+	if _, err := st.GetInstance(ctx, app, m.id); err != nil {
+		t.Fatal(err)
+	}
+	inst := e.openEvents(t, "/events?app="+app+"&instance="+m.id, c)
 	inst.next(t, "ready")
-	in.Status, in.StatusChanged = store.StatusDownloading, now.Add(time.Second)
-	if err := st.PutInstance(ctx, in); err != nil {
+	other := e.openEvents(t, "/events?app="+app+"&instance=ffffffffffffffffffffffffffffffff", c)
+	other.next(t, "ready")
+	if _, err := m.send(ctx, omaha.App{Events: []omaha.Event{{Type: 3, Result: 0, ErrorCode: 12}}}); err != nil {
 		t.Fatal(err)
 	}
-	if d := inst.next(t, "change"); !strings.Contains(d, "state") {
+	if d := inst.next(t, "change"); !strings.Contains(d, "status") {
 		t.Errorf("instance change event %s", d)
 	}
-	if d := group.next(t, "change"); !strings.Contains(d, "state") { // its rollout counts changed
+	if d := group.next(t, "change"); !strings.Contains(d, "status") { // its rollout counts changed
 		t.Errorf("group change event %s", d)
 	}
+	// Another machine's page hears nothing of it; a store write that did
+	// not go through the service is not pushed either (there is nothing
+	// polling any more).
+	in, err := st.GetInstance(ctx, app, m.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Status = store.StatusDownloaded
+	if err := st.PutInstance(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	other.none(t, 2*statusIntervalForTest)
 
-	// Signing out ends the stream within a poll.
+	// Signing out ends the stream within a session check.
 	page = e.do(t, "GET", "/", c, nil)
 	if r := e.do(t, "POST", "/logout", c, url.Values{"csrf": {csrfOf(t, page.body)}}); r.code != http.StatusSeeOther {
 		t.Fatalf("logout: %d", r.code)

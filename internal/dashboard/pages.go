@@ -580,9 +580,25 @@ func (h *Handler) renderGroup(w http.ResponseWriter, r *http.Request, v *viewer,
 		form = &f
 	}
 	now := h.now()
+	rangeKey := uq.Get("chart")
+	span, ok := chartSpan(rangeKey)
+	if !ok {
+		if rangeKey != "" {
+			notice = fmt.Sprintf("Unknown chart range %q ignored.", rangeKey)
+		}
+		rangeKey = defaultChartRange
+		span, _ = chartSpan(rangeKey)
+	}
+	samples, err := h.st.ListVersionSamples(ctx, appID, g.Name, now.Add(-span))
+	if err != nil {
+		h.fail(w, r, v, err)
+		return
+	}
 	inWindow, _ := rollout.InWindows(g.Policy.Windows, g.Policy.TimeZone, now)
 	h.render(w, r, v, status, "group", "Group "+g.Name, map[string]any{
-		"App": app, "Group": g, "ChannelVersion": chVersion, "Bar": newBar(rs), "Versions": versions,
+		"Chart": buildChart(samples, rs.ByVersion, now, span), "ChartRange": rangeKey, "ChartRanges": chartRanges,
+		"SampleInterval": h.svc.Config().SampleInterval,
+		"App":            app, "Group": g, "ChannelVersion": chVersion, "Bar": newBar(rs), "Versions": versions,
 		"Policy": g.Policy, "CurrentPercent": rollout.CurrentPercent(g.Policy, g.RolloutStartedAt, now), "InWindow": inWindow,
 		"Form": form, "Query": iq, "Statuses": store.AllStatuses, "SeenFilters": seenFilters, "Page": pg, "NextURL": nextURL, "FirstURL": firstURL,
 		"Notice": notice, "Flash": flashes[uq.Get("done")], "Lock": lock, "LockErr": lockErr, "Activity": acts,

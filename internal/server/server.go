@@ -133,7 +133,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		}
 	}
 	s.events = dashboard.NewEvents()
-	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg, updatesvc.WithActivityHook(s.events.Activity))
+	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg, updatesvc.WithActivityHook(s.events.Activity), updatesvc.WithStatusHook(s.events.Status))
 	if err != nil {
 		return nil, err
 	}

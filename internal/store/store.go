@@ -327,11 +327,23 @@ type RolloutStatus struct {
 	ByStatus  map[Status]int
 }
 
+// VersionSample is how many of a group's instances ran one version at one
+// moment. Samples are taken periodically so that the dashboard can chart a
+// rollout over time without replaying every machine's status history.
+type VersionSample struct {
+	AppID   string
+	Group   string
+	Version string
+	Count   int
+	At      time.Time
+}
+
 // PruneResult says how many rows a retention pass removed.
 type PruneResult struct {
-	StatusHistory int64
-	Events        int64
-	Activity      int64
+	StatusHistory  int64
+	Events         int64
+	Activity       int64
+	VersionSamples int64
 }
 
 // Queries are the operations available both directly on a Store (each its
@@ -409,8 +421,16 @@ type Store interface {
 	// single writer; PostgreSQL takes a row lock via LockGroup), so counts
 	// read inside fn stay true until commit.
 	Update(ctx context.Context, fn func(q TxQueries) error) error
-	// Prune deletes status history, events and activity older than before.
+	// Prune deletes status history, events, activity and version samples
+	// older than before.
 	Prune(ctx context.Context, before time.Time) (PruneResult, error)
+	// SampleVersions records, for every existing group, how many of its
+	// instances run each version, stamped at. Taking a sample twice with the
+	// same at replaces the first. It returns the number of rows written.
+	SampleVersions(ctx context.Context, at time.Time) (int, error)
+	// ListVersionSamples returns a group's samples taken at or after since,
+	// oldest first, versions of one sample in ascending order.
+	ListVersionSamples(ctx context.Context, appID, group string, since time.Time) ([]VersionSample, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

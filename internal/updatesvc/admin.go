@@ -328,9 +328,10 @@ func (s *Service) ExpireGrants(ctx context.Context) (int, error) {
 				continue
 			}
 			var acts []store.Activity
+			var changes []store.StatusChange
 			n := 0
 			err := s.st.Update(ctx, func(q store.TxQueries) error {
-				acts, n = acts[:0], 0
+				acts, changes, n = acts[:0], changes[:0], 0
 				expired, err := q.ExpiredGrants(ctx, app.ID, g.Name, now.Add(-g.Policy.UpdateTimeout))
 				if err != nil {
 					return err
@@ -339,12 +340,14 @@ func (s *Service) ExpireGrants(ctx context.Context) (int, error) {
 				for _, in := range expired {
 					in.Status = store.StatusTimedOut
 					in.StatusChanged = now
-					if _, err := q.AddStatusChange(ctx, store.StatusChange{
+					c := store.StatusChange{
 						AppID: in.AppID, MachineID: in.MachineID, Group: g.Name, Status: store.StatusTimedOut,
 						Version: in.GrantedVersion, At: now,
-					}); err != nil {
+					}
+					if _, err := q.AddStatusChange(ctx, c); err != nil {
 						return err
 					}
+					changes = append(changes, c)
 					if err := q.PutInstance(ctx, in); err != nil {
 						return err
 					}
@@ -374,6 +377,7 @@ func (s *Service) ExpireGrants(ctx context.Context) (int, error) {
 			}
 			total += n
 			s.m.sweeps.WithLabelValues("timed_out").Add(float64(n))
+			s.publishStatus(changes)
 			s.publish(acts)
 		}
 	}

@@ -579,6 +579,7 @@ func (s *Service) commit(ctx context.Context, p *plan, extra txFunc) error {
 	if groupChanged {
 		s.cache.invalidate()
 	}
+	s.publishStatus(p.changes)
 	s.publish(acts)
 	return nil
 }

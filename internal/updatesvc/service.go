@@ -36,6 +36,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// PruneInterval is how often retention runs.
 	PruneInterval time.Duration
+	// SampleInterval is how often each group's version breakdown is
+	// recorded for the dashboard's chart over time.
+	SampleInterval time.Duration
 	// CacheTTL bounds how long configuration read from the store is reused.
 	CacheTTL time.Duration
 	// ServerName is sent as the Omaha response's server attribute.
@@ -49,6 +52,7 @@ func DefaultConfig() Config {
 		Retention:          90 * 24 * time.Hour,
 		SweepInterval:      30 * time.Second,
 		PruneInterval:      time.Hour,
+		SampleInterval:     time.Minute,
 		CacheTTL:           10 * time.Second,
 		ServerName:         "flotilla",
 	}
@@ -67,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PruneInterval <= 0 {
 		c.PruneInterval = d.PruneInterval
+	}
+	if c.SampleInterval <= 0 {
+		c.SampleInterval = d.SampleInterval
 	}
 	if c.CacheTTL <= 0 {
 		c.CacheTTL = d.CacheTTL
@@ -93,6 +100,8 @@ type Service struct {
 	// notify, if set, is told about every activity entry written (the
 	// dashboard's live updates hook in here).
 	notify func(store.Activity)
+	// notifyStatus, if set, is told about every committed status change.
+	notifyStatus func(store.StatusChange)
 }
 
 type metrics struct {
@@ -115,6 +124,13 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 // WithActivityHook registers fn to be called after each activity entry is
 // committed.
 func WithActivityHook(fn func(store.Activity)) Option { return func(s *Service) { s.notify = fn } }
+
+// WithStatusHook registers fn to be called after each instance status
+// change is committed (the dashboard pushes live updates from it). fn runs
+// on the request's goroutine and must not block.
+func WithStatusHook(fn func(store.StatusChange)) Option {
+	return func(s *Service) { s.notifyStatus = fn }
+}
 
 // New builds a Service over st. Metrics are registered on reg (nil: not
 // registered).
@@ -168,19 +184,26 @@ func New(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registe
 // Store returns the underlying store for read-only use by API handlers.
 func (s *Service) Store() store.Store { return s.st }
 
+// Config returns the service's configuration with defaults filled in.
+func (s *Service) Config() Config { return s.cfg }
+
 // Invalidate drops cached configuration; call it after writing apps,
 // channels, packages or groups through the store directly.
 func (s *Service) Invalidate() { s.cache.invalidate() }
 
-// Run runs the background jobs (grant timeouts, retention) until ctx ends.
+// Run runs the background jobs (grant timeouts, retention, version
+// samples) until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	sweep := time.NewTicker(s.cfg.SweepInterval)
 	defer sweep.Stop()
 	prune := time.NewTicker(s.cfg.PruneInterval)
 	defer prune.Stop()
+	sample := time.NewTicker(s.cfg.SampleInterval)
+	defer sample.Stop()
 	// Prune once at start so a server that was down for a long time does not
 	// carry expired history until the first tick.
 	s.runPrune(ctx)
+	s.runSample(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -191,8 +214,26 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		case <-prune.C:
 			s.runPrune(ctx)
+		case <-sample.C:
+			s.runSample(ctx)
 		}
 	}
+}
+
+func (s *Service) runSample(ctx context.Context) {
+	if _, err := s.SampleVersions(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("sample versions", "err", err)
+	}
+}
+
+// SampleVersions records every group's current version breakdown.
+func (s *Service) SampleVersions(ctx context.Context) (int, error) {
+	n, err := s.st.SampleVersions(ctx, s.now().UTC())
+	if err != nil {
+		return 0, fmt.Errorf("sample versions: %w", err)
+	}
+	s.m.sweeps.WithLabelValues("version_samples").Add(float64(n))
+	return n, nil
 }
 
 func (s *Service) runPrune(ctx context.Context) {
@@ -203,8 +244,9 @@ func (s *Service) runPrune(ctx context.Context) {
 		}
 		return
 	}
-	if n := res.StatusHistory + res.Events + res.Activity; n > 0 {
-		s.log.Info("pruned history", "status_history", res.StatusHistory, "events", res.Events, "activity", res.Activity, "retention", s.cfg.Retention)
+	if n := res.StatusHistory + res.Events + res.Activity + res.VersionSamples; n > 0 {
+		s.log.Info("pruned history", "status_history", res.StatusHistory, "events", res.Events, "activity", res.Activity,
+			"version_samples", res.VersionSamples, "retention", s.cfg.Retention)
 	}
 }
 
@@ -214,7 +256,7 @@ func (s *Service) Prune(ctx context.Context) (store.PruneResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("prune: %w", err)
 	}
-	s.m.sweeps.WithLabelValues("pruned").Add(float64(res.StatusHistory + res.Events + res.Activity))
+	s.m.sweeps.WithLabelValues("pruned").Add(float64(res.StatusHistory + res.Events + res.Activity + res.VersionSamples))
 	return res, nil
 }
 
@@ -243,6 +285,16 @@ func (s *Service) RecordActivity(ctx context.Context, a store.Activity) error {
 	}
 	s.publish([]store.Activity{rec})
 	return nil
+}
+
+// publishStatus tells the status hook about committed status changes.
+func (s *Service) publishStatus(cs []store.StatusChange) {
+	if s.notifyStatus == nil {
+		return
+	}
+	for _, c := range cs {
+		s.notifyStatus(c)
+	}
 }
 
 func (s *Service) publish(acts []store.Activity) {

@@ -227,3 +227,19 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 func (s *Store) ListTokens(ctx context.Context) ([]store.Token, error) {
 	return s.r.ListTokens(ctx)
 }
+
+// SampleVersions implements store.Store.
+func (s *Store) SampleVersions(ctx context.Context, at time.Time) (int, error) {
+	var n int
+	err := s.write(ctx, func(q *queries) error {
+		var err error
+		n, err = q.sampleVersions(ctx, at)
+		return err
+	})
+	return n, err
+}
+
+// ListVersionSamples implements store.Store.
+func (s *Store) ListVersionSamples(ctx context.Context, appID, group string, since time.Time) ([]store.VersionSample, error) {
+	return s.r.listVersionSamples(ctx, appID, group, since)
+}

@@ -186,3 +186,53 @@ func (q *queries) pruneBatch(ctx context.Context, table string, before time.Time
 	}
 	return d, nil
 }
+
+// Version samples.
+
+var (
+	// Groups without instances get no rows: an empty group has nothing to
+	// chart, and a row per group per sample would grow with idle groups.
+	sqlSampleVersions = static(`INSERT INTO version_samples (app_id, group_name, version, count, at)
+		SELECT i.app_id, i.group_name, i.version, COUNT(*), ?
+		FROM instances i JOIN app_groups g ON g.app_id = i.app_id AND g.name = i.group_name
+		GROUP BY i.app_id, i.group_name, i.version`)
+	sqlDeleteVersionSample = static(`DELETE FROM version_samples WHERE at = ?`)
+	sqlListVersionSamples  = static(`SELECT app_id, group_name, version, count, at FROM version_samples
+		WHERE app_id = ? AND group_name = ? AND at >= ? ORDER BY at, version`)
+)
+
+func scanVersionSample(r scanner) (store.VersionSample, error) {
+	var v store.VersionSample
+	var at int64
+	err := r.Scan(&v.AppID, &v.Group, &v.Version, &v.Count, &at)
+	v.At = fromTS(at)
+	return v, err
+}
+
+// sampleVersions implements store.Store.SampleVersions inside a write.
+func (q *queries) sampleVersions(ctx context.Context, at time.Time) (int, error) {
+	const op = "sample versions"
+	// A repeated sample replaces the earlier one as a whole, so a version
+	// nobody runs any more does not linger at this moment.
+	if _, err := q.db.ExecContext(ctx, sqlDeleteVersionSample, ts(at)); err != nil {
+		return 0, q.fail(op, err, nil)
+	}
+	res, err := q.db.ExecContext(ctx, sqlSampleVersions, ts(at))
+	if err != nil {
+		return 0, q.fail(op, err, nil)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, q.fail(op, err, nil)
+	}
+	return int(n), nil
+}
+
+// listVersionSamples implements store.Store.ListVersionSamples.
+func (q *queries) listVersionSamples(ctx context.Context, appID, group string, since time.Time) ([]store.VersionSample, error) {
+	vs, err := list(ctx, q.db, scanVersionSample, sqlListVersionSamples, appID, group, ts(since))
+	if err != nil {
+		return nil, q.fail("list version samples", err, nil)
+	}
+	return vs, nil
+}

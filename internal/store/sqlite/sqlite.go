@@ -300,6 +300,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (store.PruneResult,
 		{"status_history", &res.StatusHistory},
 		{"events", &res.Events},
 		{"activity", &res.Activity},
+		{"version_samples", &res.VersionSamples},
 	} {
 		for {
 			var n int64

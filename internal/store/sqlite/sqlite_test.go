@@ -289,6 +289,7 @@ func TestQueryPlans(t *testing.T) {
 		{"ListInstances prefix", "SELECT " + instCols + " FROM instances WHERE app_id = ? AND ((machine_id >= ? AND machine_id < ?) OR (alias >= ? AND alias < ?)) ORDER BY machine_id LIMIT 101", []any{"a", "ab", "ac", "ab", "ac"}},
 		{"ListStatusChanges", sqlListStatusChanges, []any{"a", "m", 100}},
 		{"ListEvents", sqlListEvents, []any{"a", "m", 100}},
+		{"ListVersionSamples", sqlListVersionSamples, []any{"a", "g", now}},
 		{"Prune", "SELECT id FROM events WHERE at < ? ORDER BY at LIMIT 5000", []any{now}},
 	} {
 		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+c.query, c.args...)

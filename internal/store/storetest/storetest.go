@@ -63,6 +63,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateLockGroup", testUpdateLockGroup},
 		{"UpdateConcurrentLimit", testUpdateConcurrentLimit},
 		{"Prune", testPrune},
+		{"VersionSamples", testVersionSamples},
 		{"Ping", testPing},
 	}
 	for _, tt := range tests {
