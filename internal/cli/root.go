@@ -90,7 +90,7 @@ Then talk to it:                          flotilla group status --app APPID`,
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.StringVar(&g.dataDir, "data-dir", envOr("FLOTILLA_DATA_DIR", "./flotilla-data"), "data directory of the local server (env FLOTILLA_DATA_DIR)")
 
-	root.AddCommand(newServerCmd(g))
+	root.AddCommand(newServerCmd(g), newDevCmd(g))
 	root.AddCommand(newBenchCmd(g))
 	root.AddCommand(newAgentCmd(g))
 	root.AddCommand(newDiskCmd(g), newBootCmd(g), newPayloadCmd(g))
