@@ -93,7 +93,7 @@ Then talk to it:                          flotilla group status --app APPID`,
 	root.AddCommand(newServerCmd(g), newDevCmd(g))
 	root.AddCommand(newBenchCmd(g))
 	root.AddCommand(newAgentCmd(g))
-	root.AddCommand(newDiskCmd(g), newBootCmd(g), newPayloadCmd(g))
+	root.AddCommand(newDiskCmd(g), newBootCmd(g), newPayloadCmd(g), newConfigCmd(g))
 	for _, c := range clientCommands(g) {
 		root.AddCommand(c)
 	}
