@@ -42,6 +42,8 @@ type agentOpts struct {
 	logFormat     string
 	logLevel      string
 	overrides     map[string]*string
+	units         unitAgentOpts
+	etcdCli       *clientv3.Client // opened by coordinators for --etcd-endpoints
 }
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -123,6 +125,7 @@ from the agent's start.`,
 	_ = f.MarkHidden("crash-point")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	o.units.addFlags(f)
 
 	cmd.AddCommand(newAgentStatusCmd(g, o), newAgentCheckCmd(g, o), newAgentUnblockCmd(g, o))
 	return cmd
@@ -208,12 +211,23 @@ func runAgent(cmd *cobra.Command, g *globals, o *agentOpts) error {
 		return err
 	}
 	defer closeCoord()
+	units, err := o.unitAgent(logger, reg)
+	if err != nil {
+		return err
+	}
 	a, err := agent.New(o.cfg, logger, reg)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
+	unitsDone := make(chan struct{})
+	if units != nil {
+		// The unit agent stops its units and withdraws the machine when
+		// ctx ends; closeCoord (deferred above) closes etcd only after.
+		go func() { defer close(unitsDone); _ = units.Run(ctx) }()
+		defer func() { <-unitsDone }()
+	}
 	sockErr := make(chan error, 1)
 	go func() { sockErr <- agent.ServeSocket(ctx, o.socket, a.Handler(reg), logger) }()
 	runErr := a.Run(ctx)
@@ -401,6 +415,7 @@ func (o *agentOpts) coordinators(logger *slog.Logger, reg prometheus.Registerer)
 			return closeAll, fmt.Errorf("etcd client: %w", err)
 		}
 		closeAll = func() { cli.Close() }
+		o.etcdCli = cli
 		locks, err := rebootlock.New(cli, rebootlock.Config{}, logger, reg)
 		if err != nil {
 			return closeAll, err

@@ -94,6 +94,7 @@ Then talk to it:                          flotilla group status --app APPID`,
 	root.AddCommand(newBenchCmd(g))
 	root.AddCommand(newAgentCmd(g))
 	root.AddCommand(newDiskCmd(g), newBootCmd(g), newPayloadCmd(g), newConfigCmd(g))
+	root.AddCommand(newUnitCmd(g), newMachineCmd(g), newTestUnitCmd(g))
 	for _, c := range clientCommands(g) {
 		root.AddCommand(c)
 	}

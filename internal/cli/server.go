@@ -36,6 +36,10 @@ It also runs an embedded etcd member (data in <data-dir>/etcd, clients on
 servers form one etcd cluster with --etcd-name, --etcd-peer-url and the same
 --etcd-initial-cluster; --etcd-endpoints uses an external etcd instead.
 
+Every server also runs the unit scheduler's engine (docs/fleet.md); the
+servers elect one leader through etcd, which places units on the machines
+whose agents run with --units.
+
 Endpoints: POST /v1/update/ (Omaha, update_engine dialect), /api/v1/ (REST),
 /metrics (Prometheus), /healthz, /readyz (store and etcd).`,
 		Args: cobra.NoArgs,
@@ -52,6 +56,8 @@ Endpoints: POST /v1/update/ (Omaha, update_engine dialect), /api/v1/ (REST),
 	f.DurationVar(&o.cfg.Update.SampleInterval, "sample-interval", o.cfg.Update.SampleInterval, "how often each group's version breakdown is recorded for the dashboard's chart")
 	f.DurationVar(&o.cfg.Update.LastSeenResolution, "last-seen-resolution", o.cfg.Update.LastSeenResolution, "an unchanged machine's last-seen time is written at most this often")
 	f.DurationVar(&o.cfg.FleetLockWait, "fleetlock-wait", o.cfg.FleetLockWait, "how long a FleetLock pre-reboot for a full group waits for a slot before answering \"full\" (0: at once)")
+	f.DurationVar(&o.cfg.Units.Grace, "unit-grace", o.cfg.Units.Grace, "how long a machine whose unit agent stopped answering is unknown (its units stay) before its units move; agents' --unit-grace must not be longer")
+	f.DurationVar(&o.cfg.Units.SessionTTL, "unit-engine-ttl", 10*time.Second, "lease TTL of the unit engine's leadership: how long a crashed leader blocks the other servers' engines (whole seconds)")
 	f.StringVar(&o.cfg.PayloadDir, "payload-dir", "", "serve the update payloads in this directory at /payloads/ (Range requests supported)")
 	f.BoolVar(&o.cfg.ResetAdminToken, "reset-admin-token", false, "create a new admin token, write it to <data-dir>/admin.token and print it (old tokens stay valid until deleted)")
 	f.DurationVar(&o.cfg.ShutdownTimeout, "shutdown-timeout", o.cfg.ShutdownTimeout, "how long in-flight requests may take to finish on shutdown")
@@ -91,6 +97,12 @@ func runServer(cmd *cobra.Command, g *globals, o *serverOpts) error {
 	}
 	if o.cfg.Update.Retention < time.Hour {
 		return usagef("--retention %s: want at least 1h", o.cfg.Update.Retention)
+	}
+	if o.cfg.Units.Grace < time.Second {
+		return usagef("--unit-grace %s: want at least 1s", o.cfg.Units.Grace)
+	}
+	if o.cfg.Units.SessionTTL < time.Second || o.cfg.Units.SessionTTL%time.Second != 0 {
+		return usagef("--unit-engine-ttl %s: want whole seconds, at least 1s", o.cfg.Units.SessionTTL)
 	}
 	if err := checkEtcdFlags(cmd, &o.cfg); err != nil {
 		return err

@@ -121,3 +121,18 @@ func benchServer(b *testing.B, n int) (*server.Server, *http.Cookie) {
 	}
 	return srv, &http.Cookie{Name: c.Name, Value: c.Value}
 }
+
+// BenchmarkReferenceHandler is the yardstick for BenchmarkPages in the same
+// run: a trivial handler through the same recorder, writing a page of the
+// group page's size from memory.
+func BenchmarkReferenceHandler(b *testing.B) {
+	page := []byte(strings.Repeat("<tr><td>x</td></tr>\n", 2500))
+	h := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(page)
+	})
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	}
+}

@@ -52,6 +52,7 @@ type Handler struct {
 	tokensAt time.Time
 
 	events *Events
+	revs   Revocations
 }
 
 // New returns the dashboard handler. key signs session cookies (see
@@ -258,7 +259,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request, v *viewer) {
-	h.revoke(v.sess)
+	h.revoke(r.Context(), v.sess)
 	clearSessionCookie(w, r)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }

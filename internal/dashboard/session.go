@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -147,13 +148,22 @@ func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
 }
 
+// Revocations share signed-out sessions between server replicas (see
+// replica.Revocations). Without them the list lives in this process only:
+// after a restart, or on another replica, a copied cookie of a signed-out
+// session works until its expiry (the browser that signed out deleted it).
+type Revocations interface {
+	Revoke(ctx context.Context, id string, expires time.Time) error
+	Revoked(id string) bool
+}
+
+// WithRevocations shares sign-outs through r.
+func WithRevocations(r Revocations) Option { return func(h *Handler) { h.revs = r } }
+
 // revoke remembers a logged-out session id until it would have expired
-// anyway. The list lives in memory: after a restart a copied cookie of a
-// logged-out session works again until its expiry (the browser that
-// logged out has deleted it).
-func (h *Handler) revoke(s session) {
+// anyway: in memory, and in the shared set when there is one.
+func (h *Handler) revoke(ctx context.Context, s session) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	now := h.now()
 	for id, exp := range h.revoked {
 		if !now.Before(exp) {
@@ -161,11 +171,17 @@ func (h *Handler) revoke(s session) {
 		}
 	}
 	h.revoked[s.ID] = s.Expires
+	h.mu.Unlock()
+	if h.revs != nil {
+		if err := h.revs.Revoke(ctx, s.ID, s.Expires); err != nil {
+			h.log.Warn("dashboard: share sign-out with other replicas", "err", err)
+		}
+	}
 }
 
 func (h *Handler) isRevoked(id string) bool {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	_, ok := h.revoked[id]
-	return ok
+	h.mu.Unlock()
+	return ok || (h.revs != nil && h.revs.Revoked(id))
 }

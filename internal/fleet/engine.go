@@ -15,6 +15,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/flotilla/flotilla/internal/replica"
 )
 
 // EngineConfig configures an Engine. Zero fields take defaults.
@@ -144,7 +146,7 @@ func (e *Engine) term(ctx context.Context) error {
 	}
 	defer sess.Close()
 	el := concurrency.NewElection(sess, e.cfg.Prefix+electionDir)
-	if err := el.Campaign(ctx, e.cfg.ID); err != nil {
+	if err := replica.Campaign(ctx, el, e.cfg.ID); err != nil {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	defer func() {
@@ -172,7 +174,12 @@ func (e *Engine) term(ctx context.Context) error {
 		fence: clientv3.Compare(clientv3.CreateRevision(el.Key()), "=", el.Rev()),
 	}
 	err = l.run(lctx)
-	if sess.Ctx().Err() != nil || errors.Is(err, ErrNotLeader) {
+	switch {
+	case ctx.Err() != nil:
+		// The session's context derives from ctx: a shutdown is not a
+		// lost election.
+		e.log.Info("engine resigning leadership")
+	case sess.Ctx().Err() != nil || errors.Is(err, ErrNotLeader):
 		e.log.Warn("engine lost leadership", "err", err)
 	}
 	return err

@@ -172,6 +172,7 @@ func (d *ProcessDriver) command(s *supervisor, el execLine, out io.Writer, extra
 	cmd.Env = append(append(append(os.Environ(), d.cfg.Env...), s.spec.env...), extra...)
 	cmd.Dir = s.spec.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	dieWithAgent(cmd.SysProcAttr)
 	if out != nil {
 		cmd.Stdout, cmd.Stderr = out, out
 	}

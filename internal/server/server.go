@@ -24,10 +24,12 @@ import (
 
 	"github.com/flotilla/flotilla/internal/dashboard"
 	"github.com/flotilla/flotilla/internal/etcdserver"
+	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/fleetlock"
 	"github.com/flotilla/flotilla/internal/lockfile"
 	"github.com/flotilla/flotilla/internal/obs"
 	"github.com/flotilla/flotilla/internal/rebootlock"
+	"github.com/flotilla/flotilla/internal/replica"
 	"github.com/flotilla/flotilla/internal/restapi"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/internal/store/sqlite"
@@ -62,6 +64,10 @@ type Config struct {
 	// FleetLockWait is how long a FleetLock pre-reboot for a full group
 	// waits for a slot before answering "full".
 	FleetLockWait time.Duration
+	// Units configures the unit scheduler's engine (docs/fleet.md); every
+	// server runs one, the one elected through etcd leads. Its Grace must
+	// not be shorter than the agents'.
+	Units fleet.EngineConfig
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -74,6 +80,7 @@ func DefaultConfig() Config {
 		Update:          updatesvc.DefaultConfig(),
 		Etcd:            etcdserver.DefaultConfig(),
 		FleetLockWait:   5 * time.Second,
+		Units:           fleet.EngineConfig{Grace: fleet.DefaultGrace},
 	}
 }
 
@@ -87,11 +94,18 @@ type Server struct {
 	etcd      *etcdserver.Etcd
 	locks     *rebootlock.Manager
 	fleetlock *fleetlock.Handler
+	units     *fleet.Registry
+	engine    *fleet.Engine
 	etcdUp    prometheus.Gauge
 	ln        net.Listener
 	handler   http.Handler
 	lockFile  *os.File
 	events    *dashboard.Events // the dashboard's live-update streams
+	// What replicas share through etcd: configuration-change
+	// announcements, dashboard sign-outs, the background jobs' leader.
+	bus        *replica.Bus
+	revs       *replica.Revocations
+	jobsLeader prometheus.Gauge
 
 	// AdminToken is set when this start created an admin token (first
 	// start, or ResetAdminToken); it is empty otherwise.
@@ -133,7 +147,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		}
 	}
 	s.events = dashboard.NewEvents()
-	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg, updatesvc.WithActivityHook(s.events.Activity), updatesvc.WithStatusHook(s.events.Status))
+	svc, err := updatesvc.New(st, cfg.Update, logger.With("component", "update"), s.reg, updatesvc.WithActivityHook(s.events.Activity),
+		updatesvc.WithStatusHook(s.events.Status), updatesvc.WithInvalidateHook(s.announceConfigChange))
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +170,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err := s.reg.Register(s.etcdUp); err != nil {
 		return nil, fmt.Errorf("register etcd metrics: %w", err)
 	}
+	s.bus = replica.NewBus(etcd.Client(), replica.DefaultPrefix, logger.With("component", "replica"))
+	s.revs = replica.NewRevocations(etcd.Client(), replica.DefaultPrefix, logger.With("component", "replica"))
+	s.jobsLeader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flotilla_update_jobs_leader",
+		Help: "1 while this replica runs the update service's background jobs (grant timeouts, retention, version samples).",
+	})
+	if err := s.reg.Register(s.jobsLeader); err != nil {
+		return nil, fmt.Errorf("register replica metrics: %w", err)
+	}
 	s.locks, err = rebootlock.New(etcd.Client(), cfg.RebootLock, logger, s.reg)
 	if err != nil {
 		return nil, err
@@ -165,6 +189,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	s.fleetlock.Wait = cfg.FleetLockWait
+	s.units = fleet.NewRegistry(etcd.Client(), fleet.RegistryConfig{Prefix: cfg.Units.Prefix, Grace: cfg.Units.Grace}, logger.With("component", "units"))
+	s.engine, err = fleet.NewEngine(etcd.Client(), cfg.Units, logger.With("component", "engine"), s.reg)
+	if err != nil {
+		return nil, err
+	}
 	hm, err := obs.NewHTTPMetrics(s.reg, logger)
 	if err != nil {
 		return nil, err
@@ -173,7 +202,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	dash, err := dashboard.New(svc, dashKey, s.locks, logger.With("component", "dashboard"), dashboard.WithEvents(s.events))
+	// Replicas sign sessions with one key, so any of them accepts a
+	// session cookie another issued.
+	dashKey, err = replica.SharedSecret(ctx, etcd.Client(), replica.DefaultPrefix, "dashboard-session-key", dashKey)
+	if err != nil {
+		return nil, err
+	}
+	dash, err := dashboard.New(svc, dashKey, s.locks, logger.With("component", "dashboard"), dashboard.WithEvents(s.events),
+		dashboard.WithRevocations(s.revs))
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +236,7 @@ func (s *Server) routes(dash http.Handler) http.Handler {
 	mux.Handle("/v1/update/", omahaH)
 	api := restapi.New(s.svc, s.log.With("component", "api"))
 	api.SetLocks(s.locks)
+	api.SetUnits(s.units)
 	mux.Handle("/api/v1/", api)
 	// FleetLock (Zincati, airlock clients): <server>/fleetlock/v1/pre-reboot
 	// and …/steady-state. Like the Omaha endpoint it takes no token: the
@@ -297,6 +334,26 @@ func (s *Server) resetAdminToken(ctx context.Context) error {
 	return s.writeAdminToken(secret)
 }
 
+// configTopic is the bus topic for update-service configuration changes.
+const configTopic = "update-config"
+
+// announceConfigChange tells the other replicas that this one changed the
+// update service's configuration, so they drop their caches. It does not
+// wait: the request that made the change is answered meanwhile, and a
+// failed announcement is bounded by the cache's TTL.
+func (s *Server) announceConfigChange() {
+	if s.bus == nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.bus.Publish(ctx, configTopic); err != nil {
+			s.log.Warn("announce configuration change to other replicas", "err", err)
+		}
+	}()
+}
+
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
@@ -335,6 +392,13 @@ func (s *Server) lockActivity(e rebootlock.Event) {
 // Etcd is the server's etcd: the embedded member or the external cluster,
 // with the process's one client (Etcd().Client()).
 func (s *Server) Etcd() *etcdserver.Etcd { return s.etcd }
+
+// Units is the unit scheduler's registry (units, machines, assignments).
+func (s *Server) Units() *fleet.Registry { return s.units }
+
+// Engine is the server's unit scheduling engine; IsLeader tells whether it
+// is the one placing units.
+func (s *Server) Engine() *fleet.Engine { return s.engine }
 
 // etcdCheckInterval is how often Run checks etcd's health for the
 // flotilla_etcd_up gauge (/readyz checks on every request).
@@ -425,9 +489,16 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return s.svc.Run(gctx) })
+	// Background jobs run on one replica at a time (a single server leads
+	// its own embedded etcd at once).
+	g.Go(func() error {
+		return replica.Leader(gctx, s.etcd.Client(), replica.DefaultPrefix, "update-jobs", 10, s.log.With("component", "replica"), s.jobsLeader, s.svc.Run)
+	})
+	g.Go(func() error { return s.bus.Watch(gctx, configTopic, s.svc.InvalidateLocal) })
+	g.Go(func() error { return s.revs.Run(gctx) })
 	g.Go(func() error { return s.watchEtcd(gctx) })
 	g.Go(func() error { return s.locks.Run(gctx) })
+	g.Go(func() error { return s.engine.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.log.Info("shutting down", "timeout", s.cfg.ShutdownTimeout)

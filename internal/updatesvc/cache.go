@@ -22,19 +22,33 @@ type snapshot struct {
 }
 
 // configCache holds the current snapshot. Writers through this process call
-// invalidate; a TTL bounds staleness from writers elsewhere (another
-// replica, a restore) until cross-replica invalidation exists.
+// invalidate, which also tells the other replicas (the onInvalidate hook,
+// an etcd key they watch); a TTL bounds staleness from writers nobody
+// announced (a restore, a hook that failed).
 type configCache struct {
 	st  store.Store
 	ttl time.Duration
 	now func() time.Time
+	// onInvalidate, if set, announces a local write to other replicas.
+	onInvalidate func()
 
 	mu   sync.Mutex
 	snap *snapshot
 	gen  uint64
 }
 
+// invalidate drops the snapshot after a write through this process and
+// announces it.
 func (c *configCache) invalidate() {
+	c.dropLocal()
+	if c.onInvalidate != nil {
+		c.onInvalidate()
+	}
+}
+
+// dropLocal drops the snapshot without announcing anything (the change was
+// announced by whoever made it).
+func (c *configCache) dropLocal() {
 	c.mu.Lock()
 	c.snap = nil
 	c.gen++

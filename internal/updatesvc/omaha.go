@@ -493,8 +493,13 @@ type txFunc func(ctx context.Context, q store.TxQueries, g *store.Group, acts *[
 func (s *Service) commit(ctx context.Context, p *plan, extra txFunc) error {
 	var acts []store.Activity
 	groupChanged := false
+	// A backend may run the function again (PostgreSQL retries deadlocks
+	// and serialization failures); extra changes the plan, so every
+	// attempt starts from the plan as it was.
+	next, nChanges := p.next, len(p.changes)
 	err := s.st.Update(ctx, func(q store.TxQueries) error {
-		acts = acts[:0]
+		acts, groupChanged = acts[:0], false
+		p.next, p.changes = next, p.changes[:nChanges]
 		needGroup := extra != nil || len(p.failedVersions) > 0 || p.completed || p.timedOut
 		var g store.Group
 		if needGroup {
@@ -532,7 +537,6 @@ func (s *Service) commit(ctx context.Context, p *plan, extra txFunc) error {
 			if _, err := q.AddStatusChange(ctx, c); err != nil {
 				return fmt.Errorf("add status change: %w", err)
 			}
-			s.m.events.WithLabelValues(string(c.Status)).Inc()
 		}
 		if err := q.PutInstance(ctx, p.next); err != nil {
 			return fmt.Errorf("put instance: %w", err)
@@ -578,6 +582,9 @@ func (s *Service) commit(ctx context.Context, p *plan, extra txFunc) error {
 	}
 	if groupChanged {
 		s.cache.invalidate()
+	}
+	for _, c := range p.changes {
+		s.m.events.WithLabelValues(string(c.Status)).Inc()
 	}
 	s.publishStatus(p.changes)
 	s.publish(acts)

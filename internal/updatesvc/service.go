@@ -102,6 +102,8 @@ type Service struct {
 	notify func(store.Activity)
 	// notifyStatus, if set, is told about every committed status change.
 	notifyStatus func(store.StatusChange)
+	// invalidateHook announces configuration writes to other replicas.
+	invalidateHook func()
 }
 
 type metrics struct {
@@ -142,7 +144,7 @@ func New(st store.Store, cfg Config, logger *slog.Logger, reg prometheus.Registe
 	for _, o := range opts {
 		o(s)
 	}
-	s.cache = &configCache{st: st, ttl: s.cfg.CacheTTL, now: s.now}
+	s.cache = &configCache{st: st, ttl: s.cfg.CacheTTL, now: s.now, onInvalidate: s.invalidateHook}
 	s.touch = &touchBatcher{st: st, maxBatch: 1000}
 	s.m = metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -190,6 +192,15 @@ func (s *Service) Config() Config { return s.cfg }
 // Invalidate drops cached configuration; call it after writing apps,
 // channels, packages or groups through the store directly.
 func (s *Service) Invalidate() { s.cache.invalidate() }
+
+// InvalidateLocal drops cached configuration without announcing it: for a
+// change another replica made and announced.
+func (s *Service) InvalidateLocal() { s.cache.dropLocal() }
+
+// WithInvalidateHook registers fn to be called after this process changed
+// configuration (applications, channels, packages, groups), so that other
+// replicas drop their caches. fn must not block for long.
+func WithInvalidateHook(fn func()) Option { return func(s *Service) { s.invalidateHook = fn } }
 
 // Run runs the background jobs (grant timeouts, retention, version
 // samples) until ctx ends.
