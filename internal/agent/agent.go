@@ -74,6 +74,13 @@ type Config struct {
 	InitialDelay  time.Duration
 	CheckInterval time.Duration
 
+	// ConfigRoot, when set, turns on managed machine configuration: the
+	// group's config document is applied to this root ("/" on a real
+	// host) and drift is reported (see config.go). ConfigInterval is the
+	// time between rounds; 0 means CheckInterval.
+	ConfigRoot     string
+	ConfigInterval time.Duration
+
 	Health HealthConfig
 
 	// RebootRequiredFile is written once an update is applied (kured and
@@ -154,6 +161,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, er
 			TLSHandshakeTimeout: 30 * time.Second, IdleConnTimeout: 90 * time.Second,
 		}}
 	}
+	if cfg.ConfigInterval <= 0 {
+		cfg.ConfigInterval = cfg.CheckInterval
+	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
 	}
@@ -207,6 +217,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.runHealthGate(ctx)
 	}()
+	if a.cfg.ConfigRoot != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.runConfig(ctx)
+		}()
+	}
 	defer wg.Wait()
 
 	// An update interrupted by a crash resumes at once; an applied update

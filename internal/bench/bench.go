@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla/flotilla/internal/server"
 	"github.com/flotilla/flotilla/internal/updatesvc"
 	"github.com/flotilla/flotilla/omaha"
 )
@@ -35,7 +36,17 @@ type OmahaConfig struct {
 	// ServerURL is the Omaha endpoint of a running server (flotilla or
 	// Nebraska); a URL without a path gets /v1/update/. Empty starts an
 	// in-process flotilla server on 127.0.0.1:0 in a temporary directory.
+	// Several URLs, comma-separated, are replicas of one service: requests
+	// go to them round-robin.
 	ServerURL string
+	// Database is the in-process server's store (server.Config.Database):
+	// empty for SQLite in its temporary directory, or a PostgreSQL URL
+	// whose database should be empty (the run leaves its data there).
+	Database string
+	// Replicas is the number of in-process servers sharing Database and
+	// the first one's etcd, with requests round-robin over them. More than
+	// one needs a PostgreSQL Database.
+	Replicas int
 	// AppID is the application id the machines send (braces optional).
 	AppID string
 	// Track is the GROUP= the machines send.
@@ -126,6 +137,15 @@ func (c OmahaConfig) validate() (OmahaConfig, error) {
 		return c, invalidf("from-version is empty")
 	case c.Timeout <= 0:
 		return c, invalidf("timeout must be positive")
+	case c.Replicas < 0:
+		return c, invalidf("replicas must not be negative, got %d", c.Replicas)
+	case c.Replicas > 1 && c.ServerURL != "":
+		return c, invalidf("replicas start in-process servers; give several comma-separated server URLs instead")
+	case c.Replicas > 1 && !server.IsPostgres(c.Database):
+		return c, invalidf("%d replicas need a PostgreSQL database to share", c.Replicas)
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
 	}
 	for _, n := range c.Concurrency {
 		if n <= 0 {
@@ -166,6 +186,8 @@ type OmahaResult struct {
 	// Instances is how many instances were registered before the run (0
 	// against an external server).
 	Instances int `json:"instances"`
+	// Replicas is the number of servers the requests went to round-robin.
+	Replicas int `json:"replicas"`
 	// RegisterElapsed is how long registering them took.
 	RegisterElapsed time.Duration `json:"-"`
 	// Phases are the check-mode measurements, one per concurrency.
@@ -221,9 +243,10 @@ func RunOmaha(ctx context.Context, cfg OmahaConfig, logger *slog.Logger, progres
 	serverName := "flotilla"
 	var ip *inProcess
 	var group string
+	var others []string // further replicas' endpoints
 	if cfg.ServerURL == "" {
 		res.Target = "in-process"
-		if ip, err = startServer(ctx, cfg, logger); err != nil {
+		if ip, err = startServer(ctx, cfg, logger, ""); err != nil {
 			return OmahaResult{}, err
 		}
 		defer func() {
@@ -247,18 +270,43 @@ func RunOmaha(ctx context.Context, cfg OmahaConfig, logger *slog.Logger, progres
 		res.RegisterElapsed = time.Since(start)
 		res.Instances = cfg.Instances
 		res.Endpoint = ip.url()
+		// The other replicas start on the prepared database, so they only
+		// read what the first one wrote.
+		for range cfg.Replicas - 1 {
+			r, err := startServer(ctx, cfg, logger, ip.srv.Etcd().ClientURL())
+			if err != nil {
+				return OmahaResult{}, err
+			}
+			defer func() {
+				if stopErr := r.stop(); err == nil && stopErr != nil {
+					err = stopErr
+				}
+			}()
+			others = append(others, r.url())
+		}
+		res.Replicas = cfg.Replicas
 	} else {
 		res.Target = cfg.ServerURL
 		serverName = "server"
-		if res.Endpoint, err = (&omaha.Client{URL: cfg.ServerURL}).Endpoint(); err != nil {
-			return OmahaResult{}, invalidf("server: %v", err)
+		urls := strings.Split(cfg.ServerURL, ",")
+		for i, u := range urls {
+			ep, err := (&omaha.Client{URL: strings.TrimSpace(u)}).Endpoint()
+			if err != nil {
+				return OmahaResult{}, invalidf("server: %v", err)
+			}
+			if i == 0 {
+				res.Endpoint = ep
+			} else {
+				others = append(others, ep)
+			}
 		}
+		res.Replicas = len(urls)
 	}
 	hc := newHTTPClient(slices.Max(cfg.Concurrency), cfg.Timeout)
 	// Runs before the in-process server stops (defers run in reverse), so
 	// that its graceful shutdown does not wait for our idle connections.
 	defer hc.CloseIdleConnections()
-	send := &sender{hc: hc, endpoint: res.Endpoint}
+	send := &sender{hc: hc, endpoint: res.Endpoint, others: others}
 
 	if cfg.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
@@ -349,6 +397,9 @@ func (r OmahaResult) describeTarget() string {
 		fmt.Fprintf(&b, "in-process flotilla at %s, %d instances registered", r.Endpoint, r.Instances)
 		if r.RegisterElapsed > 0 {
 			fmt.Fprintf(&b, " in %.1fs", r.RegisterElapsed.Seconds())
+		}
+		if r.Replicas > 1 {
+			fmt.Fprintf(&b, ", %d replicas round-robin", r.Replicas)
 		}
 	} else {
 		fmt.Fprintf(&b, "%s", r.Endpoint)

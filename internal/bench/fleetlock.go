@@ -178,7 +178,7 @@ func RunFleetLock(ctx context.Context, cfg FleetLockConfig) (FleetLockResult, er
 // in this process, gives cfg.Group cfg.Slots slots and runs the workload
 // against its FleetLock endpoint.
 func RunFleetLockInProcess(ctx context.Context, cfg FleetLockConfig, logger *slog.Logger) (FleetLockResult, error) {
-	p, err := startServer(ctx, OmahaConfig{SQLiteSync: "NORMAL"}, logger)
+	p, err := startServer(ctx, OmahaConfig{SQLiteSync: "NORMAL"}, logger, "")
 	if err != nil {
 		return FleetLockResult{}, err
 	}

@@ -33,10 +33,26 @@ func newHTTPClient(maxConns int, timeout time.Duration) *http.Client {
 	return &http.Client{Transport: tr, Timeout: timeout}
 }
 
-// sender posts pre-rendered Omaha bodies to one endpoint.
+// sender posts pre-rendered Omaha bodies to one endpoint, or round-robin
+// to several replicas of one service.
 type sender struct {
 	hc       *http.Client
 	endpoint string
+	// others are further replicas' endpoints.
+	others []string
+	next   atomic.Uint64
+}
+
+// target is the endpoint for the next request.
+func (s *sender) target() string {
+	if len(s.others) == 0 {
+		return s.endpoint
+	}
+	i := s.next.Add(1) % uint64(len(s.others)+1)
+	if i == 0 {
+		return s.endpoint
+	}
+	return s.others[i-1]
 }
 
 // outcome classifies one parsed answer.
@@ -53,7 +69,7 @@ type outcome struct {
 // post sends body and parses the answer. buf is the worker's reusable
 // response buffer.
 func (s *sender) post(ctx context.Context, body []byte, buf *bytes.Buffer) (outcome, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.endpoint, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target(), bytes.NewReader(body))
 	if err != nil {
 		return outcome{}, fmt.Errorf("post: %w", err)
 	}

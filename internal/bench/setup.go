@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/flotilla/flotilla/internal/etcdserver"
 	"github.com/flotilla/flotilla/internal/server"
 	"github.com/flotilla/flotilla/internal/store"
 	"github.com/flotilla/flotilla/omaha"
@@ -22,9 +23,10 @@ type inProcess struct {
 	done   chan error
 }
 
-// startServer starts the in-process server. Stop it with stop, which also
-// removes its data directory.
-func startServer(ctx context.Context, cfg OmahaConfig, logger *slog.Logger) (*inProcess, error) {
+// startServer starts the in-process server, with its own embedded etcd or,
+// for a further replica, the etcd at etcdURL. Stop it with stop, which
+// also removes its data directory.
+func startServer(ctx context.Context, cfg OmahaConfig, logger *slog.Logger, etcdURL string) (*inProcess, error) {
 	dir, err := os.MkdirTemp("", "flotilla-bench-*")
 	if err != nil {
 		return nil, fmt.Errorf("start server: %w", err)
@@ -33,11 +35,16 @@ func startServer(ctx context.Context, cfg OmahaConfig, logger *slog.Logger) (*in
 	scfg.DataDir = dir
 	scfg.Listen = "127.0.0.1:0"
 	scfg.SQLiteSync = cfg.SQLiteSync
+	scfg.Database = cfg.Database
 	scfg.ShutdownTimeout = 10 * time.Second
 	// Its own etcd on free ports, so it never collides with a server
 	// already running on this machine.
 	scfg.Etcd.ClientURL = "http://127.0.0.1:0"
 	scfg.Etcd.PeerURL = "http://127.0.0.1:0"
+	if etcdURL != "" {
+		scfg.Etcd = etcdserver.DefaultConfig()
+		scfg.Etcd.Endpoints = []string{etcdURL}
+	}
 	srv, err := server.New(ctx, scfg, logger.With("component", "bench-server"))
 	if err != nil {
 		os.RemoveAll(dir)

@@ -72,7 +72,9 @@ server.`,
 	f := cmd.Flags()
 	// --server shadows the global flag of the same name: here it is an
 	// Omaha endpoint, and empty means "start one in-process".
-	f.StringVar(&o.cfg.ServerURL, "server", "", "Omaha endpoint of a running server (default: start an in-process flotilla)")
+	f.StringVar(&o.cfg.ServerURL, "server", "", "Omaha endpoint of a running server, or several comma-separated replicas' taken round-robin (default: start an in-process flotilla)")
+	f.StringVar(&o.cfg.Database, "database", "", "in-process server's store: a PostgreSQL URL of an empty database (default: SQLite in a temporary directory)")
+	f.IntVar(&o.cfg.Replicas, "replicas", 1, "in-process servers sharing --database (PostgreSQL) and one etcd, taken round-robin")
 	f.StringVar(&o.cfg.AppID, "app", o.cfg.AppID, "application id the machines send")
 	f.StringVar(&o.cfg.Track, "track", o.cfg.Track, "track (GROUP=) the machines send")
 	f.IntVar(&o.cfg.Machines, "machines", o.cfg.Machines, "number of simulated machines")

@@ -106,6 +106,8 @@ from the agent's start.`,
 	f.StringSliceVar(&o.cfg.PayloadKeyPaths, "payload-keys", o.cfg.PayloadKeyPaths, "trusted payload public keys: PEM files or directories")
 	f.DurationVar(&o.cfg.InitialDelay, "initial-delay", o.cfg.InitialDelay, "delay before the first check")
 	f.DurationVar(&o.cfg.CheckInterval, "check-interval", o.cfg.CheckInterval, "interval between checks (±1/9 jitter; doubles per failure up to 4h)")
+	f.StringVar(&o.cfg.ConfigRoot, "config-root", "", "apply the group's managed machine config to this root and report drift (\"/\" on a real host; default: off)")
+	f.DurationVar(&o.cfg.ConfigInterval, "config-interval", 0, "interval between managed-config rounds (default: --check-interval)")
 	f.DurationVar(&o.cfg.Health.MinUptime, "health-min-uptime", o.cfg.Health.MinUptime, "uptime required before a new slot is marked good")
 	f.DurationVar(&o.cfg.Health.Timeout, "health-timeout", o.cfg.Health.Timeout, "uptime after which a boot that is not healthy has failed (an update boot is then rolled back)")
 	f.DurationVar(&o.cfg.Health.Interval, "health-interval", o.cfg.Health.Interval, "how often the health gate is evaluated")

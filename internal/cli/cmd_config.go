@@ -27,7 +27,9 @@ const configStdinName = "<stdin>"
 
 func newConfigCmd(g *globals) *cobra.Command {
 	return parentCmd("config", "Validate, apply and diff machine configuration (cloud-config, Ignition)",
-		newConfigValidateCmd(g), newConfigApplyCmd(g), newConfigDiffCmd(g))
+		newConfigValidateCmd(g), newConfigApplyCmd(g), newConfigDiffCmd(g),
+		newConfigSetGroupCmd(g), newConfigGetGroupCmd(g), newConfigHistoryCmd(g),
+		newConfigDiffVersionsCmd(g), newConfigStatusCmd(g))
 }
 
 func newConfigValidateCmd(g *globals) *cobra.Command {

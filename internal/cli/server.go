@@ -36,6 +36,12 @@ It also runs an embedded etcd member (data in <data-dir>/etcd, clients on
 servers form one etcd cluster with --etcd-name, --etcd-peer-url and the same
 --etcd-initial-cluster; --etcd-endpoints uses an external etcd instead.
 
+--database postgres://USER:PASSWORD@HOST/DB keeps the data in PostgreSQL
+instead of SQLite; several servers (replicas) then share that database and
+one etcd (--etcd-endpoints, or the cluster their embedded members form)
+behind one load balancer. Each still needs its own data dir (docs/operations.md).
+The password may come from the environment instead (PGPASSWORD).
+
 Every server also runs the unit scheduler's engine (docs/fleet.md); the
 servers elect one leader through etcd, which places units on the machines
 whose agents run with --units.
@@ -50,6 +56,7 @@ Endpoints: POST /v1/update/ (Omaha, update_engine dialect), /api/v1/ (REST),
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.cfg.Listen, "listen", o.cfg.Listen, "address to serve HTTP on")
+	f.StringVar(&o.cfg.Database, "database", "", "store: PostgreSQL URL (postgres://user@host/db?sslmode=…, shared by replicas) or sqlite:///path (default: SQLite in <data-dir>/flotilla.db)")
 	f.StringVar(&o.cfg.SQLiteSync, "sqlite-sync", o.cfg.SQLiteSync, "SQLite synchronous mode: FULL (durable against power loss) or NORMAL (durable against crashes, faster)")
 	f.BoolVar(&o.cfg.TrustForwardedFor, "trust-forwarded-for", false, "take machine IPs from X-Forwarded-For (only behind a proxy you control)")
 	f.DurationVar(&o.cfg.Update.Retention, "retention", o.cfg.Update.Retention, "how long status history, events and activity are kept")
@@ -91,6 +98,10 @@ func runServer(cmd *cobra.Command, g *globals, o *serverOpts) error {
 		o.cfg.SQLiteSync = strings.ToUpper(o.cfg.SQLiteSync)
 	default:
 		return usagef("--sqlite-sync %q: want FULL or NORMAL", o.cfg.SQLiteSync)
+	}
+	if d := o.cfg.Database; d != "" && !server.IsPostgres(d) && (!strings.HasPrefix(d, "sqlite://") || d == "sqlite://") {
+		// The value is not echoed: a mistyped URL may carry a password.
+		return usagef("--database: want postgres://…, postgresql://… or sqlite:///path")
 	}
 	if o.cfg.Update.SampleInterval < time.Second {
 		return usagef("--sample-interval %s: want at least 1s", o.cfg.Update.SampleInterval)

@@ -97,16 +97,27 @@ const diffContext = 3
 // unifiedDiff returns a unified diff from have to want, or a one-line note
 // for binary or very large files.
 func unifiedDiff(name string, have, want []byte) string {
-	if !isText(have) || !isText(want) {
-		return fmt.Sprintf("Binary files %s (root) and %s (config) differ\n", name, name)
+	return UnifiedDiff(name+" (root)", name+" (config)", have, want)
+}
+
+// UnifiedDiff returns a unified line diff (three lines of context) from a
+// to b under the labels fromName and toName, "" when they are equal, or a
+// one-line note for binary or very large inputs. The server uses it to
+// compare versions of a group's document.
+func UnifiedDiff(fromName, toName string, a, b []byte) string {
+	if bytes.Equal(a, b) {
+		return ""
 	}
-	a, b := splitLines(have), splitLines(want)
-	if len(a) > maxDiffLines || len(b) > maxDiffLines {
-		return fmt.Sprintf("Files %s (root) and %s (config) differ (too large to diff)\n", name, name)
+	if !isText(a) || !isText(b) {
+		return fmt.Sprintf("Binary files %s and %s differ\n", fromName, toName)
 	}
-	edits := lineEdits(a, b)
+	al, bl := splitLines(a), splitLines(b)
+	if len(al) > maxDiffLines || len(bl) > maxDiffLines {
+		return fmt.Sprintf("Files %s and %s differ (too large to diff)\n", fromName, toName)
+	}
+	edits := lineEdits(al, bl)
 	var out strings.Builder
-	fmt.Fprintf(&out, "--- %s (root)\n+++ %s (config)\n", name, name)
+	fmt.Fprintf(&out, "--- %s\n+++ %s\n", fromName, toName)
 	// Hunks: runs of edits with up to 2*diffContext equal lines between
 	// them stay together.
 	for start := 0; start < len(edits); {

@@ -55,6 +55,7 @@ func TestConcurrentLockUnlock(t *testing.T) {
 		grants   []grant
 		perID    = map[string]int{}
 		fulls    atomic.Int64
+		slow     atomic.Int64
 		failures atomic.Int64
 	)
 	ctx, cancel := context.WithTimeout(t.Context(), duration)
@@ -81,6 +82,13 @@ func TestConcurrentLockUnlock(t *testing.T) {
 				case errors.Is(err, ErrFull):
 					fulls.Add(1)
 					time.Sleep(time.Duration(2+rng.IntN(8)) * time.Millisecond) // poll interval
+					continue
+				case errors.Is(err, context.DeadlineExceeded):
+					// A call that ran out of its own time under load (-race
+					// on two busy cores): Lock is recursive, so asking again
+					// is what a real agent does, and it returns the slot if
+					// the timed-out call did commit a grant.
+					slow.Add(1)
 					continue
 				case err != nil:
 					failures.Add(1)
@@ -130,8 +138,8 @@ func TestConcurrentLockUnlock(t *testing.T) {
 			t.Errorf("%s was never granted a slot (starved)", id)
 		}
 	}
-	t.Logf("%d grants over %d revisions, max %d concurrent holders, %d ErrFull polls, %v retried conflicts, %d failures",
-		len(grants), st.revisions, st.maxHolders, fulls.Load(), conflicts, failures.Load())
+	t.Logf("%d grants over %d revisions, max %d concurrent holders, %d ErrFull polls, %v retried conflicts, %d calls out of time, %d failures",
+		len(grants), st.revisions, st.maxHolders, fulls.Load(), conflicts, slow.Load(), failures.Load())
 	if len(grants) < workers {
 		t.Errorf("only %d grants", len(grants))
 	}

@@ -42,6 +42,7 @@ func (h *Handler) routes() {
 	h.handle("PUT /api/v1/apps/{app}/groups/{name}/policy", h.putPolicy)
 	h.handle("PATCH /api/v1/apps/{app}/groups/{name}/policy", h.patchPolicy)
 	h.handle("GET /api/v1/apps/{app}/groups/{name}/status", h.groupStatus)
+	h.configRoutes()
 
 	h.handle("GET /api/v1/apps/{app}/instances", h.listInstances)
 	h.handle("GET /api/v1/apps/{app}/instances/{id}", h.getInstance)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ import (
 	"github.com/flotilla/flotilla/internal/replica"
 	"github.com/flotilla/flotilla/internal/restapi"
 	"github.com/flotilla/flotilla/internal/store"
+	"github.com/flotilla/flotilla/internal/store/postgres"
 	"github.com/flotilla/flotilla/internal/store/sqlite"
 	"github.com/flotilla/flotilla/internal/updatesvc"
 	"github.com/flotilla/flotilla/omaha"
@@ -41,6 +43,11 @@ import (
 type Config struct {
 	DataDir string
 	Listen  string
+	// Database selects the store: empty for SQLite in
+	// <DataDir>/flotilla.db, "sqlite:///path/to/file.db" for SQLite
+	// elsewhere, or a PostgreSQL URL (postgres://…, postgresql://…), which
+	// several replicas can share.
+	Database string
 	// SQLiteSync is SQLite's synchronous mode: FULL (default; every commit
 	// is on disk before it is acknowledged) or NORMAL (faster; a power cut
 	// may lose the last commits, a process crash loses nothing).
@@ -132,10 +139,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	s.lockFile = lf
-	dbPath := filepath.Join(cfg.DataDir, "flotilla.db")
-	st, err := sqlite.Open(ctx, dbPath, sqlite.Options{Synchronous: cfg.SQLiteSync}, logger.With("component", "store"), s.reg)
+	st, err := openStore(ctx, cfg, logger.With("component", "store"), s.reg)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 	s.st = st
 	if err := s.seed(ctx); err != nil {
@@ -223,6 +229,37 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	return s, nil
 }
 
+// IsPostgres reports whether a Config.Database value names a PostgreSQL
+// database.
+func IsPostgres(database string) bool {
+	return strings.HasPrefix(database, "postgres://") || strings.HasPrefix(database, "postgresql://")
+}
+
+// openStore opens the store cfg.Database names (see Config.Database).
+func openStore(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
+	switch {
+	case IsPostgres(cfg.Database):
+		st, err := postgres.Open(ctx, cfg.Database, logger, reg)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	case cfg.Database == "" || strings.HasPrefix(cfg.Database, "sqlite://"):
+		path := strings.TrimPrefix(cfg.Database, "sqlite://")
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, "flotilla.db")
+		}
+		st, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: cfg.SQLiteSync}, logger, reg)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		return st, nil
+	default:
+		// The value is not quoted: a mistyped URL may carry a password.
+		return nil, fmt.Errorf("open store: %w: database: want postgres://…, postgresql://… or sqlite:///path", store.ErrInvalid)
+	}
+}
+
 // lockDataDir takes an exclusive lock so that a second server on the same
 // data directory fails fast instead of corrupting shared state.
 func lockDataDir(dir string) (*os.File, error) {
@@ -238,6 +275,9 @@ func (s *Server) routes(dash http.Handler) http.Handler {
 	api.SetLocks(s.locks)
 	api.SetUnits(s.units)
 	mux.Handle("/api/v1/", api)
+	// Agents fetch their group's machine config and report back without a
+	// token, like the Omaha endpoint.
+	mux.Handle("/v1/config/", api.AgentConfigHandler())
 	// FleetLock (Zincati, airlock clients): <server>/fleetlock/v1/pre-reboot
 	// and …/steady-state. Like the Omaha endpoint it takes no token: the
 	// protocol has none.
@@ -246,39 +286,60 @@ func (s *Server) routes(dash http.Handler) http.Handler {
 	if s.cfg.PayloadDir != "" {
 		mux.Handle("GET /payloads/", payloadFiles(s.cfg.PayloadDir))
 	}
+	// Both report whether the store and etcd answer. /healthz is the
+	// liveness check and stays 200 while the process serves: restarting
+	// every replica because the shared database is down would not help.
+	// /readyz is 503 then, so a load balancer routes around a replica
+	// that cannot reach its dependencies.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
+		s.writeDependencies(r.Context(), w)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		storeErr := s.st.Ping(ctx)
-		etcdErr := s.checkEtcd(ctx)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if storeErr != nil || etcdErr != nil {
+		var body strings.Builder
+		if !s.writeDependencies(r.Context(), &body) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		for _, c := range []struct {
-			name string
-			err  error
-		}{{"store", storeErr}, {"etcd", etcdErr}} {
-			if c.err != nil {
-				fmt.Fprintf(w, "%s: %v\n", c.name, c.err)
-			} else {
-				fmt.Fprintf(w, "%s: ok\n", c.name)
-			}
-		}
+		io.WriteString(w, body.String())
 	})
 	// The web dashboard (docs/dashboard.md) serves everything else.
 	mux.Handle("/", dash)
 	return mux
 }
 
+// writeDependencies checks the store and etcd (2 seconds at most) and
+// writes one "name: ok" or "name: error" line for each; it reports whether
+// both answered.
+func (s *Server) writeDependencies(ctx context.Context, w io.Writer) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	storeErr := s.st.Ping(ctx)
+	etcdErr := s.checkEtcd(ctx)
+	for _, c := range []struct {
+		name string
+		err  error
+	}{{"store", storeErr}, {"etcd", etcdErr}} {
+		if c.err != nil {
+			fmt.Fprintf(w, "%s: %v\n", c.name, c.err)
+		} else {
+			fmt.Fprintf(w, "%s: ok\n", c.name)
+		}
+	}
+	return storeErr == nil && etcdErr == nil
+}
+
 // seed prepares a fresh installation: the admin token and the Flatcar
 // application with its usual channels and groups, so that Flatcar machines
 // with GROUP=stable (etc.) work out of the box. It runs only when the
 // store has no token yet, so groups an operator deleted stay deleted.
+//
+// Replicas sharing a PostgreSQL database may start at the same time and
+// all find no token. The seed token has a fixed id, so the second
+// transaction's CreateToken waits for the first to commit and then fails
+// with ErrConflict: that replica seeds nothing and prints no token (the
+// first one's works on every replica, tokens being in the store).
 func (s *Server) seed(ctx context.Context) error {
 	toks, err := s.st.ListTokens(ctx)
 	if err != nil {
@@ -289,6 +350,7 @@ func (s *Server) seed(ctx context.Context) error {
 	}
 	now := time.Now().UTC()
 	tok, secret := restapi.NewToken("admin", restapi.RoleAdmin, now)
+	tok.ID = seedTokenID
 	err = s.st.Update(ctx, func(q store.TxQueries) error {
 		if err := q.CreateToken(ctx, tok); err != nil {
 			return err
@@ -308,11 +370,18 @@ func (s *Server) seed(ctx context.Context) error {
 		}
 		return nil
 	})
+	if errors.Is(err, store.ErrConflict) {
+		s.log.Info("another replica seeded the store at the same time; its admin token is the one to use")
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
 	return s.writeAdminToken(secret)
 }
+
+// seedTokenID is the id of the admin token the first start creates.
+const seedTokenID = "admin"
 
 func (s *Server) writeAdminToken(secret string) error {
 	path := filepath.Join(s.cfg.DataDir, "admin.token")

@@ -346,6 +346,35 @@ type PruneResult struct {
 	VersionSamples int64
 }
 
+// GroupConfig is one version of a group's machine configuration document
+// (cloud-config or Ignition), which the group's agents apply. (AppID,
+// Group, Version) is unique; versions count 1, 2, 3… per group.
+type GroupConfig struct {
+	AppID     string
+	Group     string
+	Version   int
+	Document  string // empty in ListGroupConfigs
+	Format    string // "cloud-config" or "ignition", as validated by the caller
+	SHA256    string // hex digest of Document, set by the store
+	Size      int    // bytes of Document, set by the store
+	Author    string
+	Comment   string
+	CreatedAt time.Time
+}
+
+// ConfigReport is the latest word of one machine about the group config it
+// runs. (AppID, MachineID) is unique: a new report replaces the old one.
+type ConfigReport struct {
+	AppID      string
+	MachineID  string
+	Group      string
+	Version    int       // applied version; 0 = none yet
+	AppliedAt  time.Time // when Version was applied
+	Drift      []string  // one summary per drifted item, empty when converged
+	Error      string    // last apply or diff error, "" when none
+	ReportedAt time.Time
+}
+
 // Queries are the operations available both directly on a Store (each its
 // own transaction) and inside Store.Update.
 type Queries interface {
@@ -431,6 +460,24 @@ type Store interface {
 	// ListVersionSamples returns a group's samples taken at or after since,
 	// oldest first, versions of one sample in ascending order.
 	ListVersionSamples(ctx context.Context, appID, group string, since time.Time) ([]VersionSample, error)
+	// PutGroupConfig stores c.Document as the group's next version and
+	// returns that version; a document identical to the latest version
+	// stores nothing and returns the latest version. ErrNotFound if the
+	// group does not exist, ErrInvalid for an empty document.
+	PutGroupConfig(ctx context.Context, c GroupConfig) (int, error)
+	// GetGroupConfig returns one version (0 = the latest) with its
+	// document. ErrNotFound if the group has no such version.
+	GetGroupConfig(ctx context.Context, appID, group string, version int) (GroupConfig, error)
+	// ListGroupConfigs returns a group's versions, newest first, without
+	// their documents. ErrNotFound if the group does not exist.
+	ListGroupConfigs(ctx context.Context, appID, group string) ([]GroupConfig, error)
+	// PutConfigReport records a machine's config report, replacing its
+	// previous one. ErrNotFound if the group does not exist, ErrInvalid
+	// without a machine id or with a negative version.
+	PutConfigReport(ctx context.Context, r ConfigReport) error
+	// ListConfigReports returns the reports of the machines whose latest
+	// report named the group, by machine id.
+	ListConfigReports(ctx context.Context, appID, group string) ([]ConfigReport, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error

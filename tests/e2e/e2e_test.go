@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -116,8 +117,12 @@ func startServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 func launchServer(t testing.TB, dataDir string, extra ...string) *serverProc {
 	t.Helper()
 	bin := flotillaBinary(t)
-	args := append([]string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL",
-		"--etcd-client-url", "http://127.0.0.1:0", "--etcd-peer-url", "http://127.0.0.1:0"}, extra...)
+	args := []string{"server", "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--sqlite-sync", "NORMAL"}
+	// The embedded member's flags are refused with an external etcd.
+	if !slices.Contains(extra, "--etcd-endpoints") {
+		args = append(args, "--etcd-client-url", "http://127.0.0.1:0", "--etcd-peer-url", "http://127.0.0.1:0")
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	stdout := &syncBuffer{}
 	cmd.Stdout = stdout

@@ -64,6 +64,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateConcurrentLimit", testUpdateConcurrentLimit},
 		{"Prune", testPrune},
 		{"VersionSamples", testVersionSamples},
+		{"GroupConfigs", testGroupConfigs},
+		{"GroupConfigsConcurrent", testGroupConfigsConcurrent},
+		{"ConfigReports", testConfigReports},
 		{"Ping", testPing},
 	}
 	for _, tt := range tests {
