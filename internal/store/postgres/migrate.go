@@ -4,15 +4,12 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/flotilla/flotilla/internal/store"
 )
 
 // migrationFS holds the schema migrations. File names are NNNN_name.sql;
@@ -22,43 +19,9 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations returns the embedded migrations sorted by version and
-// rejects duplicate or malformed numbers, so a bad file fails every test.
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	seen := map[int]string{}
-	for _, e := range entries {
-		name := e.Name()
-		num, rest, ok := strings.Cut(name, "_")
-		if !ok || !strings.HasSuffix(rest, ".sql") {
-			return nil, fmt.Errorf("migration %q: want NNNN_name.sql", name)
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %q: bad version number", name)
-		}
-		if other, dup := seen[v]; dup {
-			return nil, fmt.Errorf("migrations %q and %q share version %d", other, name, v)
-		}
-		seen[v] = name
-		b, err := migrationFS.ReadFile(path.Join("migrations", name))
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: strings.TrimSuffix(name, ".sql"), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
+// loadMigrations returns the embedded migrations sorted by version.
+func loadMigrations() ([]store.Migration, error) {
+	return store.LoadMigrations(migrationFS, "migrations")
 }
 
 // migrationLockClass is the first key of the advisory lock that serializes
@@ -90,14 +53,14 @@ func (s *Store) migrate(ctx context.Context) error {
 			return nil
 		}
 		s.log.LogAttrs(ctx, slog.LevelInfo, "applied schema migration",
-			slog.Int("version", applied.version), slog.String("name", applied.name))
+			slog.Int("version", applied.Version), slog.String("name", applied.Name))
 	}
 }
 
 // migrateOne applies the oldest pending migration and returns it, or nil
 // when the schema is up to date.
-func (s *Store) migrateOne(ctx context.Context, ms []migration) (*migration, error) {
-	var applied *migration
+func (s *Store) migrateOne(ctx context.Context, ms []store.Migration) (*store.Migration, error) {
+	var applied *store.Migration
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
 		// current_schema() is NULL when no schema of the search_path
 		// exists; CREATE TABLE below then reports that properly.
@@ -121,7 +84,7 @@ func (s *Store) migrateOne(ctx context.Context, ms []migration) (*migration, err
 			return err
 		}
 		done := map[int]bool{}
-		maxKnown := ms[len(ms)-1].version
+		maxKnown := ms[len(ms)-1].Version
 		for _, v := range versions {
 			if int(v) > maxKnown {
 				// Running an older binary against a newer schema would
@@ -132,17 +95,17 @@ func (s *Store) migrateOne(ctx context.Context, ms []migration) (*migration, err
 		}
 		for i := range ms {
 			m := &ms[i]
-			if done[m.version] {
+			if done[m.Version] {
 				continue
 			}
 			// No arguments: pgx sends the file with the simple protocol,
 			// which accepts several statements.
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-				m.version, m.name, ts(time.Now())); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+				m.Version, m.Name, ts(time.Now())); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			applied = m
 			return nil

@@ -4,13 +4,10 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"path"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/flotilla/flotilla/internal/store"
 )
 
 // migrationFS holds the schema migrations. File names are NNNN_name.sql;
@@ -20,43 +17,9 @@ import (
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations returns the embedded migrations sorted by version and
-// rejects duplicate or malformed numbers, so a bad file fails every test.
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	seen := map[int]string{}
-	for _, e := range entries {
-		name := e.Name()
-		num, rest, ok := strings.Cut(name, "_")
-		if !ok || !strings.HasSuffix(rest, ".sql") {
-			return nil, fmt.Errorf("migration %q: want NNNN_name.sql", name)
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %q: bad version number", name)
-		}
-		if other, dup := seen[v]; dup {
-			return nil, fmt.Errorf("migrations %q and %q share version %d", other, name, v)
-		}
-		seen[v] = name
-		b, err := migrationFS.ReadFile(path.Join("migrations", name))
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: strings.TrimSuffix(name, ".sql"), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
+// loadMigrations returns the embedded migrations sorted by version.
+func loadMigrations() ([]store.Migration, error) {
+	return store.LoadMigrations(migrationFS, "migrations")
 }
 
 // migrate applies pending migrations in one write transaction. BEGIN
@@ -81,7 +44,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			return err
 		}
 		defer rows.Close()
-		maxKnown := ms[len(ms)-1].version
+		maxKnown := ms[len(ms)-1].Version
 		for rows.Next() {
 			var v int
 			if err := rows.Scan(&v); err != nil {
@@ -98,19 +61,19 @@ func (s *Store) migrate(ctx context.Context) error {
 			return err
 		}
 		for _, m := range ms {
-			if applied[m.version] {
+			if applied[m.Version] {
 				continue
 			}
-			if _, err := q.db.ExecContext(ctx, m.sql); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+			if _, err := q.db.ExecContext(ctx, m.SQL); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			if _, err := q.db.ExecContext(ctx,
 				"INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-				m.version, m.name, time.Now().UnixMicro()); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			s.log.LogAttrs(ctx, slog.LevelInfo, "applied schema migration",
-				slog.Int("version", m.version), slog.String("name", m.name))
+				slog.Int("version", m.Version), slog.String("name", m.Name))
 		}
 		return nil
 	})
