@@ -435,9 +435,10 @@ func (a *UnitAgent) report(ctx context.Context, desired map[string]Assignment, l
 }
 
 // Drain marks the machine as draining and waits until none of its
-// MoveBeforeReboot units is assigned here or running any more; call it
-// before a coordinated reboot, and Undrain after. Other units stay (and
-// go down with the reboot).
+// MoveBeforeReboot units is assigned here or running any more, and each
+// of them runs on another machine (or can go nowhere: see notMovedYet);
+// call it before a coordinated reboot, and Undrain after. Other units stay
+// (and go down with the reboot).
 func (a *UnitAgent) Drain(ctx context.Context) error {
 	if err := a.reg.SetDraining(ctx, a.cfg.Machine.ID, true); err != nil {
 		return fmt.Errorf("drain: %w", err)
@@ -465,15 +466,48 @@ func (a *UnitAgent) Drain(ctx context.Context) error {
 				left++
 			}
 		}
+		where := "still here"
 		if left == 0 {
-			return nil
+			n, err := a.notMovedYet(ctx, movers)
+			if err == nil && n == 0 {
+				return nil
+			}
+			left, where = max(n, 1), "not running elsewhere yet"
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("drain: %d units still here: %w", left, ctx.Err())
+			return fmt.Errorf("drain: %d units %s: %w", left, where, ctx.Err())
 		case <-t.C:
 		}
 	}
+}
+
+// notMovedYet counts the units in movers, gone from this machine, that
+// are to run but are not reported active on another machine yet. One that
+// can go nowhere (unschedulable), was stopped or destroyed meanwhile, or
+// is only to be loaded counts as moved: waiting would not bring it up.
+func (a *UnitAgent) notMovedYet(ctx context.Context, movers map[string]bool) (int, error) {
+	s, err := a.reg.Snapshot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	desired := map[string]DesiredState{}
+	for _, u := range s.Units {
+		desired[u.Name] = u.Desired
+	}
+	active := map[string]bool{}
+	for _, st := range s.States {
+		if st.Machine != a.cfg.Machine.ID && st.Active == "active" {
+			active[st.Unit] = true
+		}
+	}
+	n := 0
+	for name := range movers {
+		if _, stuck := s.Unschedulable[name]; !stuck && desired[name] == Launched && !active[name] {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Undrain clears the draining mark after a reboot.

@@ -85,7 +85,9 @@ func (h *unitHost) sigkill(t *testing.T) time.Time {
 func loggedUnit(logPath, xfleet string) string {
 	stamp := `%n $FLOTILLA_MACHINE_ID $$$$ $(date +%%s.%%N) >> ` + logPath
 	u := "[Unit]\nDescription=logged test unit\n[Service]\n" +
-		`ExecStart=/bin/sh -c 'trap "kill $c; wait $c; echo stop ` + stamp + `; exit 0" TERM; ` +
+		// The stop handler is a function: a double-quoted trap would expand
+		// $c and the date when it is set, not when the unit is stopped.
+		`ExecStart=/bin/sh -c 'h() { kill $c; wait $c; echo stop ` + stamp + `; exit 0; }; trap h TERM; ` +
 		`echo start ` + stamp + `; sleep 600 & c=$!; wait $c'` + "\n"
 	if xfleet != "" {
 		u += "[X-Fleet]\n" + strings.ReplaceAll(xfleet, ";", "\n") + "\n"
