@@ -438,7 +438,10 @@ func (a *UnitAgent) report(ctx context.Context, desired map[string]Assignment, l
 // MoveBeforeReboot units is assigned here or running any more, and each
 // of them runs on another machine (or can go nowhere: see notMovedYet);
 // call it before a coordinated reboot, and Undrain after. Other units stay
-// (and go down with the reboot).
+// (and go down with the reboot), and so does a MoveBeforeReboot unit that
+// no other machine can take: the engine keeps it assigned here and lists
+// it as unschedulable (see Placement.Unschedulable), and Drain does not
+// wait for it.
 func (a *UnitAgent) Drain(ctx context.Context) error {
 	if err := a.reg.SetDraining(ctx, a.cfg.Machine.ID, true); err != nil {
 		return fmt.Errorf("drain: %w", err)
@@ -453,26 +456,35 @@ func (a *UnitAgent) Drain(ctx context.Context) error {
 				movers[as.Unit] = true
 			}
 		}
-		left := 0
+		assigned := map[string]bool{}
 		for name := range movers {
-			_, assigned := a.desired[name]
-			if assigned {
-				left++
-			}
+			_, assigned[name] = a.desired[name]
 		}
 		a.mu.Unlock()
-		for name := range movers {
-			if st, err := a.drv.State(ctx, name); err == nil && (UnitState{Active: st.Active}).running() {
-				left++
+		left, where := 0, "still here"
+		s, err := a.reg.Snapshot(ctx)
+		if err != nil {
+			left, where = max(len(movers), 1), "unchecked ("+err.Error()+")"
+		} else {
+			stays := a.staysHere(s, movers)
+			for name := range movers {
+				if stays[name] {
+					continue
+				}
+				if assigned[name] {
+					left++
+				}
+				if st, err := a.drv.State(ctx, name); err == nil && (UnitState{Active: st.Active}).running() {
+					left++
+				}
 			}
-		}
-		where := "still here"
-		if left == 0 {
-			n, err := a.notMovedYet(ctx, movers)
-			if err == nil && n == 0 {
-				return nil
+			if left == 0 {
+				n := a.notMovedYet(s, movers)
+				if n == 0 {
+					return nil
+				}
+				left, where = n, "not running elsewhere yet"
 			}
-			left, where = max(n, 1), "not running elsewhere yet"
 		}
 		select {
 		case <-ctx.Done():
@@ -482,15 +494,25 @@ func (a *UnitAgent) Drain(ctx context.Context) error {
 	}
 }
 
+// staysHere returns the units in movers that the engine keeps assigned to
+// this machine although it is draining, because no other machine can take
+// them: they are assigned here and unschedulable at the same revision
+// (Place lists such a unit in both).
+func (a *UnitAgent) staysHere(s Snapshot, movers map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for _, as := range s.Assignments {
+		if _, stuck := s.Unschedulable[as.Unit]; stuck && as.Machine == a.cfg.Machine.ID && movers[as.Unit] {
+			out[as.Unit] = true
+		}
+	}
+	return out
+}
+
 // notMovedYet counts the units in movers, gone from this machine, that
 // are to run but are not reported active on another machine yet. One that
 // can go nowhere (unschedulable), was stopped or destroyed meanwhile, or
 // is only to be loaded counts as moved: waiting would not bring it up.
-func (a *UnitAgent) notMovedYet(ctx context.Context, movers map[string]bool) (int, error) {
-	s, err := a.reg.Snapshot(ctx)
-	if err != nil {
-		return 0, err
-	}
+func (a *UnitAgent) notMovedYet(s Snapshot, movers map[string]bool) int {
 	desired := map[string]DesiredState{}
 	for _, u := range s.Units {
 		desired[u.Name] = u.Desired
@@ -507,7 +529,7 @@ func (a *UnitAgent) notMovedYet(ctx context.Context, movers map[string]bool) (in
 			n++
 		}
 	}
-	return n, nil
+	return n
 }
 
 // Undrain clears the draining mark after a reboot.

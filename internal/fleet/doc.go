@@ -26,7 +26,8 @@
 //	draining/<id>              present while the machine drains           (agent, admin)
 //	assign/<id>/<unit>         Assignment incl. the unit body             (engine, fenced)
 //	states/<id>/<unit>         UnitState, under the agent's lease         (agent)
-//	unschedulable/<unit>       why the unit could not be placed           (engine, fenced)
+//	unschedulable/<unit>       why the unit could not be placed, or stays (engine, fenced)
+//	                           on a draining machine it cannot leave
 //	engine/election/           clientv3/concurrency election
 //
 // Assignments and states are keyed by machine first so that an agent

@@ -21,9 +21,18 @@ type Placement struct {
 	// could be placed.
 	Assignments Assignments
 	// Unschedulable gives, for each unit that could not be placed
-	// (anywhere, for Global units), a human-readable reason.
+	// (anywhere, for Global units), a human-readable reason. It also
+	// holds the MoveBeforeReboot units that cannot move off a draining
+	// machine: they stay assigned there (and so are in Assignments too),
+	// and the reason, which starts with StaysOnDraining, says why they
+	// could not move. UnitAgent.Drain does not wait for a unit listed
+	// here.
 	Unschedulable map[string]string
 }
+
+// StaysOnDraining starts the Unschedulable reason of a MoveBeforeReboot
+// unit that no other machine can take, kept on its draining machine.
+const StaysOnDraining = "cannot move off draining machine"
 
 // Place decides where units run. It is a pure function: the same input
 // gives the same output, which is what makes a leader change harmless.
@@ -38,6 +47,12 @@ type Placement struct {
 // MachineOf and Conflicts (in both directions). Global units go to every
 // such machine. A unit with Replaces first tries the machine of a unit it
 // replaces, which is then moved elsewhere.
+//
+// A draining machine takes no new units, but a MoveBeforeReboot unit that
+// no other machine can take stays on it (with its MachineOf followers):
+// the machine then reboots with it, as it would without MoveBeforeReboot,
+// instead of the unit being down for the whole reboot. Such a unit is in
+// Unschedulable too, so that the drain does not wait for it.
 func Place(machines []Machine, units []Unit, current Assignments) Placement {
 	p := newPlacer(machines, units, current)
 	p.reserveReplacers()
@@ -393,6 +408,11 @@ func (p *placer) keepFit(u *Unit, s *machineSlot) reject {
 	if s.m.Draining && u.Options.MoveBeforeReboot && !u.Options.Global {
 		return rejDraining
 	}
+	return p.stayFit(u, s)
+}
+
+// stayFit is keepFit without the draining rule.
+func (p *placer) stayFit(u *Unit, s *machineSlot) reject {
 	if r := p.staticFit(u, s); r != rejNone {
 		return r
 	}
@@ -518,6 +538,9 @@ func (p *placer) placeRegular() {
 			}
 			delete(waiting, name)
 			p.placeOne(u)
+			if _, failed := p.failed[name]; failed {
+				p.stayOnDraining(u)
+			}
 		}
 		if len(next) == len(pending) {
 			for _, name := range next {
@@ -600,6 +623,30 @@ func (p *placer) placeOne(u *Unit) {
 		}
 	}
 	p.failed[u.Name] = rej.reason(len(p.order))
+}
+
+// stayOnDraining runs when u could not be placed: if u is assigned to a
+// draining machine and could stay there but for the draining rule (a
+// MoveBeforeReboot unit, or a follower of one that did not move either),
+// it stays. A MoveBeforeReboot unit stays listed as unschedulable, with a
+// reason starting with StaysOnDraining; any other unit staying on a
+// draining machine is simply kept.
+func (p *placer) stayOnDraining(u *Unit) {
+	ids := slices.Clone(p.current[u.Name])
+	sort.Strings(ids)
+	for _, id := range ids {
+		s := p.machines[id]
+		if s == nil || !s.keepable || !s.m.Draining || p.stayFit(u, s) != rejNone {
+			continue
+		}
+		p.assign(u, s)
+		if u.Options.MoveBeforeReboot {
+			p.failed[u.Name] = fmt.Sprintf("%s %s (%s); stays there", StaysOnDraining, id, p.failed[u.Name])
+		} else {
+			delete(p.failed, u.Name)
+		}
+		return
+	}
 }
 
 func (p *placer) result() Assignments {

@@ -290,6 +290,76 @@ func TestPlace(t *testing.T) {
 			},
 		},
 		{
+			name:     "draining: mover with an alternative moves",
+			machines: []Machine{draining(machine("m1", "disk=ssd")), machine("m2", "disk=hdd"), machine("m3", "disk=ssd")},
+			units: func(t testing.TB) []Unit {
+				return []Unit{unitOf(t, "mover.service", "MoveBeforeReboot=true;MachineMetadata=disk=ssd"), unitOf(t, "x.service", "")}
+			},
+			current: Assignments{"mover.service": {"m1"}, "x.service": {"m2"}},
+			want:    Assignments{"mover.service": {"m3"}, "x.service": {"m2"}},
+		},
+		{
+			name:     "draining: mover without an alternative stays, with its follower, listed as staying",
+			machines: []Machine{draining(machine("m1", "disk=ssd")), machine("m2", "disk=hdd")},
+			units: func(t testing.TB) []Unit {
+				return []Unit{
+					unitOf(t, "mover.service", "MoveBeforeReboot=true;MachineMetadata=disk=ssd"),
+					unitOf(t, "side.service", "MachineOf=mover.service"),
+					unitOf(t, "pinned.service", "MoveBeforeReboot=true;MachineID=m1"),
+					unitOf(t, "stayer.service", ""),
+				}
+			},
+			current: Assignments{"mover.service": {"m1"}, "side.service": {"m1"}, "pinned.service": {"m1"}, "stayer.service": {"m1"}},
+			want:    Assignments{"mover.service": {"m1"}, "side.service": {"m1"}, "pinned.service": {"m1"}, "stayer.service": {"m1"}},
+			unschedulable: map[string]string{
+				"mover.service":  StaysOnDraining + " m1 (no eligible machine among 1: MachineMetadata (1)); stays there",
+				"pinned.service": StaysOnDraining + " m1 (MachineID m1 is draining)",
+			},
+		},
+		{
+			name:     "draining: mover conflicting with every other machine stays; non-mover stays",
+			machines: []Machine{draining(machine("m1", "")), machine("m2", "")},
+			units: func(t testing.TB) []Unit {
+				return []Unit{
+					unitOf(t, "mover.service", "MoveBeforeReboot=true;Conflicts=busy.service"),
+					unitOf(t, "busy.service", ""),
+					unitOf(t, "stayer.service", ""),
+				}
+			},
+			current:       Assignments{"mover.service": {"m1"}, "busy.service": {"m2"}, "stayer.service": {"m1"}},
+			want:          Assignments{"mover.service": {"m1"}, "busy.service": {"m2"}, "stayer.service": {"m1"}},
+			unschedulable: map[string]string{"mover.service": StaysOnDraining + " m1 (no eligible machine among 1: Conflicts (1))"},
+		},
+		{
+			name:     "draining: new units and unassigned movers never go to a draining machine",
+			machines: []Machine{draining(machine("m1", "disk=ssd")), draining(machine("m2", "")), machine("m3", "")},
+			units: func(t testing.TB) []Unit {
+				return []Unit{
+					unitOf(t, "new.service", ""),
+					unitOf(t, "ssd.service", "MachineMetadata=disk=ssd"),
+					unitOf(t, "newmover.service", "MoveBeforeReboot=true;MachineMetadata=disk=ssd"),
+					// Its machine is lost, the only other one drains.
+					unitOf(t, "lostmover.service", "MoveBeforeReboot=true;MachineID=m1"),
+				}
+			},
+			current: Assignments{"lostmover.service": {"m9"}},
+			want:    Assignments{"new.service": {"m3"}},
+			unschedulable: map[string]string{
+				"ssd.service":       "MachineMetadata (1)",
+				"newmover.service":  "MachineMetadata (1)",
+				"lostmover.service": "MachineID m1 is draining",
+			},
+		},
+		{
+			name:     "draining: staying mover, then the machine undrains: nothing moves",
+			machines: []Machine{machine("m1", "disk=ssd"), machine("m2", "disk=hdd")},
+			units: func(t testing.TB) []Unit {
+				return []Unit{unitOf(t, "mover.service", "MoveBeforeReboot=true;MachineMetadata=disk=ssd"), unitOf(t, "new.service", "")}
+			},
+			current: Assignments{"mover.service": {"m1"}},
+			want:    Assignments{"mover.service": {"m1"}, "new.service": {"m2"}},
+		},
+		{
 			name:     "inactive units are not placed and lose their assignment",
 			machines: three,
 			units: func(t testing.TB) []Unit {
@@ -341,6 +411,9 @@ func TestPlace(t *testing.T) {
 			again := Place(tt.machines, units, got.Assignments)
 			if diff := cmp.Diff(got.Assignments, again.Assignments); diff != "" {
 				t.Errorf("second placement moved units (-first +second):\n%s", diff)
+			}
+			if diff := cmp.Diff(got.Unschedulable, again.Unschedulable); diff != "" {
+				t.Errorf("second placement changed unschedulable (-first +second):\n%s", diff)
 			}
 		})
 	}
@@ -405,8 +478,12 @@ func TestPlaceRespectsConstraints(t *testing.T) {
 		if m.State == MachineUnknown && !slices.Equal(current[name], ids) {
 			t.Errorf("%s newly placed on unknown machine %s", name, m.ID)
 		}
-		if m.Draining && (u.Options.MoveBeforeReboot || !slices.Equal(current[name], ids)) {
-			t.Errorf("%s on draining machine %s", name, m.ID)
+		stays := strings.HasPrefix(got.Unschedulable[name], StaysOnDraining)
+		if stays != (m.Draining && u.Options.MoveBeforeReboot) {
+			t.Errorf("%s on %s (draining %v), unschedulable %q", name, m.ID, m.Draining, got.Unschedulable[name])
+		}
+		if m.Draining && !slices.Equal(current[name], ids) {
+			t.Errorf("%s newly placed on draining machine %s", name, m.ID)
 		}
 		for k, vs := range u.Options.MachineMetadata {
 			if !slices.Contains(vs, m.Metadata[k]) {
@@ -429,7 +506,15 @@ func TestPlaceRespectsConstraints(t *testing.T) {
 			}
 		}
 	}
-	if len(got.Assignments)+len(got.Unschedulable) != len(units) {
-		t.Errorf("%d placed + %d unschedulable != %d units", len(got.Assignments), len(got.Unschedulable), len(units))
+	staying := 0
+	for name, why := range got.Unschedulable {
+		if strings.HasPrefix(why, StaysOnDraining) {
+			staying++
+		} else if len(got.Assignments[name]) > 0 {
+			t.Errorf("%s placed and unschedulable: %s", name, why)
+		}
+	}
+	if len(got.Assignments)+len(got.Unschedulable)-staying != len(units) {
+		t.Errorf("%d placed + %d unschedulable - %d staying != %d units", len(got.Assignments), len(got.Unschedulable), staying, len(units))
 	}
 }

@@ -1,6 +1,7 @@
 package restapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -140,6 +141,10 @@ func (h *Handler) putGroupConfig(w http.ResponseWriter, r *http.Request) error {
 	out := groupConfigToAPI(c)
 	out.Document = ""
 	out.Unchanged = prev.Version == v
+	if !out.Unchanged {
+		// The version is stored: log it even if the client has gone.
+		h.recordConfigChange(context.WithoutCancel(r.Context()), c)
+	}
 	for _, e := range rep.Warnings() {
 		out.Warnings = append(out.Warnings, e.String())
 	}
@@ -149,6 +154,24 @@ func (h *Handler) putGroupConfig(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, status, out)
 	return nil
+}
+
+// recordConfigChange adds a config-changed entry to the activity log (and
+// so to the dashboard's live streams) for a newly stored version. The
+// version is stored already, so a failure to log it is only logged.
+func (h *Handler) recordConfigChange(ctx context.Context, c store.GroupConfig) {
+	msg := fmt.Sprintf("machine config of group %s changed to version %d", c.Group, c.Version)
+	if c.Author != "" {
+		msg += " by " + c.Author
+	}
+	if c.Comment != "" {
+		msg += ": " + c.Comment
+	}
+	err := h.svc.RecordActivity(ctx, store.Activity{AppID: c.AppID, Group: c.Group, Kind: store.ActivityConfigChanged,
+		Severity: store.SeverityInfo, Message: msg, At: h.now().UTC()})
+	if err != nil {
+		h.log.Warn("cannot record config change", "app", c.AppID, "group", c.Group, "version", c.Version, "err", err)
+	}
 }
 
 // queryVersion reads a version query parameter: a positive number, or

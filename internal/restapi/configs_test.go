@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,6 +68,28 @@ func TestGroupConfigAPI(t *testing.T) {
 	g2, err := c.SetGroupConfig(ctx, flatcar, "stable", doc2, "second")
 	if err != nil || g2.Version != 2 || len(g2.Warnings) == 0 {
 		t.Fatalf("second SetGroupConfig = %+v, %v; want version 2 with a warning about unknown_key", g2, err)
+	}
+	// A new version is in the activity log (newest first); a PUT of the
+	// unchanged document is not.
+	acts, err := c.ListActivity(ctx, flatcar, client.ActivityQuery{Group: "stable"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []string
+	for _, a := range acts.Activity {
+		if a.Kind == "config-changed" {
+			if a.Group != "stable" || a.Severity != "info" {
+				t.Errorf("config-changed entry %+v", a)
+			}
+			changes = append(changes, a.Message)
+		}
+	}
+	want := []string{
+		"machine config of group stable changed to version 2 by admin: second",
+		"machine config of group stable changed to version 1 by admin: first",
+	}
+	if !slices.Equal(changes, want) {
+		t.Errorf("config-changed activity = %q, want %q", changes, want)
 	}
 	got, err := c.GetGroupConfig(ctx, flatcar, "stable", 1)
 	if err != nil || got.Document != doc1 {

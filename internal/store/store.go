@@ -246,6 +246,7 @@ const (
 	ActivityPackageNotFound  ActivityKind = "package-not-found"
 	ActivityChannelUpdated   ActivityKind = "channel-updated"
 	ActivityPolicyChanged    ActivityKind = "policy-changed"
+	ActivityConfigChanged    ActivityKind = "config-changed" // a new machine config version of a group
 )
 
 // Severity of an activity entry.
