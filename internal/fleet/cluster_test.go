@@ -337,3 +337,57 @@ func TestDrainMovesUnits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDrainKeepsUnitsWithNowhereToGo: a MoveBeforeReboot unit pinned to
+// the draining machine cannot move; the drain ends at once instead of
+// running out its timeout, and the unit keeps running there (it reboots
+// with the machine, as without the option).
+func TestDrainKeepsUnitsWithNowhereToGo(t *testing.T) {
+	cluster := etcdtest.Start(t, 1)
+	ctx := t.Context()
+	logPath := filepath.Join(t.TempDir(), "units.log")
+	reg := NewRegistry(cluster.Client(t), RegistryConfig{Grace: testGrace}, nil)
+	startEngine(t, cluster.Client(t), "e1")
+	agents := map[string]*UnitAgent{}
+	for i := range 2 {
+		agents[machineID(i)], _ = startUnitAgent(t, cluster.Client(t), machineID(i), nil)
+	}
+	pinned := machineID(0)
+	if _, err := reg.SubmitUnit(ctx, "pinned.service", loggingUnit(logPath, "MoveBeforeReboot=true\nMachineID="+pinned), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.SetDesiredState(ctx, "pinned.service", Launched); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "unit active", func() error {
+		on, _, err := activeOn(ctx, reg)
+		if err == nil && (len(on["pinned.service"]) != 1 || on["pinned.service"][0] != pinned) {
+			err = fmt.Errorf("active %v", on)
+		}
+		return err
+	})
+	// The drain's own deadline is far beyond what it should take: a drain
+	// that waited for the unit would run it out.
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := agents[pinned].Drain(dctx); err != nil {
+		t.Fatalf("drain: %v (after %s)", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("drain took %s for a unit that cannot move", took)
+	}
+	on, _, err := activeOn(ctx, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(on["pinned.service"]) != 1 || on["pinned.service"][0] != pinned {
+		t.Errorf("pinned unit active on %v after the drain, want %s", on["pinned.service"], pinned)
+	}
+	if n := starts(readLog(t, logPath)); n["pinned.service"] != 1 {
+		t.Errorf("pinned unit started %d times, want once (it stays)", n["pinned.service"])
+	}
+	if err := agents[pinned].Undrain(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
