@@ -298,3 +298,83 @@ func (m *machine) send(ctx context.Context, a omaha.App) (omaha.ResponseApp, err
 	}
 	return resp.Apps[0], nil
 }
+
+// TestBrowserUnits opens the Units page and the group page's machine
+// config card in Chromium, with units placed by the server's engine on
+// machines run by real unit agents, and a group config with reports.
+// With FLOTILLA_SCREENSHOTS=1 it saves docs/screenshots/units.png and
+// group-config.png.
+func TestBrowserUnits(t *testing.T) {
+	browser := findBrowser()
+	if browser == "" {
+		t.Skip("no Chromium found (looked for chromium, chromium-browser, google-chrome in PATH); install one to run the browser test")
+	}
+	e := startServer(t)
+	seedUnits(t, e.srv, "")
+	seedConfig(t, e.srv.Store(), "")
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1440, 900))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelA()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelT()
+
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	save := func(name string, a chromedp.Action[[]byte]) {
+		t.Helper()
+		if os.Getenv("FLOTILLA_SCREENSHOTS") != "1" {
+			return
+		}
+		png, err := chromedp.Run(ctx, a)
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join("..", "..", "docs", "screenshots", name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	do("sign in",
+		chromedp.Navigate(e.base+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), e.srv.AdminToken),
+		chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.ID("groups")),
+	)
+	do("open units", chromedp.Click(chromedp.CSS(`nav a[href="/units"]`)), chromedp.WaitVisible(chromedp.ID("machines")))
+	if row := text(`tr[id="unit-gpu-train.service"]`); !strings.Contains(row, "unschedulable") || !strings.Contains(row, "no eligible machine") {
+		t.Fatalf("unschedulable unit row: %q", row)
+	}
+	if row := text(`tr[id="unit-node-exporter.service"]`); !strings.Contains(row, "launched") || !strings.Contains(row, "global") {
+		t.Fatalf("global unit row: %q", row)
+	}
+	if row := text(`tr[id="machine-` + machineB + `"]`); !strings.Contains(row, "alive") || !strings.Contains(row, "draining") {
+		t.Fatalf("draining machine row: %q", row)
+	}
+	if row := text(`tr[id="machine-` + machineC + `"]`); !strings.Contains(row, "unknown") {
+		t.Fatalf("departed machine row: %q", row)
+	}
+	save("units", chromedp.FullScreenshot(100))
+
+	do("open group", chromedp.Navigate(e.base+stablePath), chromedp.WaitVisible(chromedp.ID("config")), chromedp.ScrollIntoView(chromedp.ID("config")))
+	if card := text("#config"); !strings.Contains(card, "5 reporting") || !strings.Contains(card, "motd: new text") ||
+		!strings.Contains(card, "read-only file system") || !strings.Contains(card, "+    content: welcome to flotilla") {
+		t.Fatalf("config card: %q", card)
+	}
+	save("group-config", chromedp.Screenshot(chromedp.ID("config")))
+}

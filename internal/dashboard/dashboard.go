@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/rebootlock"
 	"github.com/flotilla/flotilla/internal/restapi"
 	"github.com/flotilla/flotilla/internal/store"
@@ -53,6 +54,7 @@ type Handler struct {
 
 	events *Events
 	revs   Revocations
+	units  *fleet.Registry // nil: the server schedules no units
 }
 
 // New returns the dashboard handler. key signs session cookies (see
@@ -72,7 +74,7 @@ func New(svc *updatesvc.Service, key []byte, locks *rebootlock.Manager, logger *
 	if h.events == nil {
 		h.events = NewEvents()
 	}
-	for _, p := range []string{"login", "overview", "group", "instance", "packages", "error"} {
+	for _, p := range []string{"login", "overview", "group", "instance", "packages", "units", "error"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, fmt.Errorf("dashboard: parse %s: %w", p, err)
@@ -99,6 +101,7 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET /apps/{app}/packages", h.auth(h.packagesPage))
 	h.mux.HandleFunc("POST /apps/{app}/packages", h.admin(h.createPackage))
 	h.mux.HandleFunc("POST /apps/{app}/channels/{channel}/promote", h.admin(h.promote))
+	h.mux.HandleFunc("GET /units", h.auth(h.unitsPage))
 	h.mux.HandleFunc("GET /events", h.serveEvents)
 	h.mux.HandleFunc("/", h.auth(func(w http.ResponseWriter, r *http.Request, v *viewer) {
 		h.errorPage(w, r, v, http.StatusNotFound, "There is no page at "+r.URL.Path+".")

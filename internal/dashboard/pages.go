@@ -594,6 +594,11 @@ func (h *Handler) renderGroup(w http.ResponseWriter, r *http.Request, v *viewer,
 		h.fail(w, r, v, err)
 		return
 	}
+	cfg, err := h.groupConfig(ctx, appID, g.Name)
+	if err != nil {
+		h.fail(w, r, v, err)
+		return
+	}
 	inWindow, _ := rollout.InWindows(g.Policy.Windows, g.Policy.TimeZone, now)
 	h.render(w, r, v, status, "group", "Group "+g.Name, map[string]any{
 		"Chart": buildChart(samples, rs.ByVersion, now, span), "ChartRange": rangeKey, "ChartRanges": chartRanges,
@@ -602,7 +607,7 @@ func (h *Handler) renderGroup(w http.ResponseWriter, r *http.Request, v *viewer,
 		"Policy": g.Policy, "CurrentPercent": rollout.CurrentPercent(g.Policy, g.RolloutStartedAt, now), "InWindow": inWindow,
 		"Form": form, "Query": iq, "Statuses": store.AllStatuses, "SeenFilters": seenFilters, "Page": pg, "NextURL": nextURL, "FirstURL": firstURL,
 		"Notice": notice, "Flash": flashes[uq.Get("done")], "Lock": lock, "LockErr": lockErr, "Activity": acts,
-		"URL": base,
+		"URL": base, "Config": cfg,
 	})
 }
 

@@ -215,7 +215,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	dash, err := dashboard.New(svc, dashKey, s.locks, logger.With("component", "dashboard"), dashboard.WithEvents(s.events),
-		dashboard.WithRevocations(s.revs))
+		dashboard.WithRevocations(s.revs), dashboard.WithUnits(s.units))
 	if err != nil {
 		return nil, err
 	}
