@@ -117,25 +117,30 @@ func seedHistory(t *testing.T, e *env, now time.Time) {
 	}
 }
 
-// TestBrowser drives a real Chromium: sign in, pause and resume a group,
-// promote a package, watch an instance's status change live.
-// With FLOTILLA_SCREENSHOTS=1 it also saves docs/screenshots/*.png.
-func TestBrowser(t *testing.T) {
+// needBrowser returns the Chromium to drive, or skips the test.
+func needBrowser(t *testing.T) string {
+	t.Helper()
 	browser := findBrowser()
 	if browser == "" {
 		t.Skip("no Chromium found (looked for chromium, chromium-browser, google-chrome in PATH); install one to run the browser test")
 	}
-	e := startServer(t)
-	failed := seedFleet(t, e)
+	return browser
+}
 
+// openBrowser starts Chromium for one test (closed at its end) and returns
+// its context with two helpers: text reads an element's text, do runs
+// steps; both fail the test on an error.
+func openBrowser(t *testing.T, browser string, timeout time.Duration) (context.Context, func(sel string) string, func(what string, steps ...chromedp.Action[chromedp.Void])) {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1440, 900))
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
 	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelT()
-
+	ctx, cancelT := context.WithTimeout(ctx, timeout)
+	t.Cleanup(func() {
+		cancelT()
+		cancel()
+		cancelA()
+	})
 	text := func(sel string) string {
 		t.Helper()
 		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
@@ -150,6 +155,18 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
+	return ctx, text, do
+}
+
+// TestBrowser drives a real Chromium: sign in, pause and resume a group,
+// promote a package, watch an instance's status change live.
+// With FLOTILLA_SCREENSHOTS=1 it also saves docs/screenshots/*.png.
+func TestBrowser(t *testing.T) {
+	browser := needBrowser(t)
+	e := startServer(t)
+	failed := seedFleet(t, e)
+
+	ctx, text, do := openBrowser(t, browser, 90*time.Second)
 	shots := os.Getenv("FLOTILLA_SCREENSHOTS") == "1"
 	shot := func(name string) {
 		t.Helper()
@@ -305,36 +322,12 @@ func (m *machine) send(ctx context.Context, a omaha.App) (omaha.ResponseApp, err
 // With FLOTILLA_SCREENSHOTS=1 it saves docs/screenshots/units.png and
 // group-config.png.
 func TestBrowserUnits(t *testing.T) {
-	browser := findBrowser()
-	if browser == "" {
-		t.Skip("no Chromium found (looked for chromium, chromium-browser, google-chrome in PATH); install one to run the browser test")
-	}
+	browser := needBrowser(t)
 	e := startServer(t)
 	seedUnits(t, e.srv, "")
 	seedConfig(t, e.srv.Store(), "")
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.WindowSize(1440, 900))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
-
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	ctx, text, do := openBrowser(t, browser, 60*time.Second)
 	save := func(name string, a chromedp.Action[[]byte]) {
 		t.Helper()
 		if os.Getenv("FLOTILLA_SCREENSHOTS") != "1" {

@@ -272,16 +272,24 @@ func TestUnitLifecycle(t *testing.T) {
 // TestDrainMovesUnits drains a machine: its MoveBeforeReboot unit moves
 // to the other machine (started there only after it stopped here), the
 // other unit stays.
-func TestDrainMovesUnits(t *testing.T) {
+// twoMachines starts an etcd member, an engine and unit agents on two
+// machines, and returns the registry, the agents by machine id, and the
+// path of the log the test units write.
+func twoMachines(t *testing.T) (*Registry, map[string]*UnitAgent, string) {
+	t.Helper()
 	cluster := etcdtest.Start(t, 1)
-	ctx := t.Context()
-	logPath := filepath.Join(t.TempDir(), "units.log")
 	reg := NewRegistry(cluster.Client(t), RegistryConfig{Grace: testGrace}, nil)
 	startEngine(t, cluster.Client(t), "e1")
 	agents := map[string]*UnitAgent{}
 	for i := range 2 {
 		agents[machineID(i)], _ = startUnitAgent(t, cluster.Client(t), machineID(i), nil)
 	}
+	return reg, agents, filepath.Join(t.TempDir(), "units.log")
+}
+
+func TestDrainMovesUnits(t *testing.T) {
+	ctx := t.Context()
+	reg, agents, logPath := twoMachines(t)
 	for name, fleet := range map[string]string{"mover.service": "MoveBeforeReboot=true", "stayer.service": ""} {
 		if _, err := reg.SubmitUnit(ctx, name, loggingUnit(logPath, fleet), false); err != nil {
 			t.Fatal(err)
@@ -343,15 +351,8 @@ func TestDrainMovesUnits(t *testing.T) {
 // running out its timeout, and the unit keeps running there (it reboots
 // with the machine, as without the option).
 func TestDrainKeepsUnitsWithNowhereToGo(t *testing.T) {
-	cluster := etcdtest.Start(t, 1)
 	ctx := t.Context()
-	logPath := filepath.Join(t.TempDir(), "units.log")
-	reg := NewRegistry(cluster.Client(t), RegistryConfig{Grace: testGrace}, nil)
-	startEngine(t, cluster.Client(t), "e1")
-	agents := map[string]*UnitAgent{}
-	for i := range 2 {
-		agents[machineID(i)], _ = startUnitAgent(t, cluster.Client(t), machineID(i), nil)
-	}
+	reg, agents, logPath := twoMachines(t)
 	pinned := machineID(0)
 	if _, err := reg.SubmitUnit(ctx, "pinned.service", loggingUnit(logPath, "MoveBeforeReboot=true\nMachineID="+pinned), false); err != nil {
 		t.Fatal(err)
