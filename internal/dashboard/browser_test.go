@@ -158,6 +158,38 @@ func openBrowser(t *testing.T, browser string, timeout time.Duration) (context.C
 	return ctx, text, do
 }
 
+// signIn are the browser steps that sign in with the admin token and land
+// on the overview.
+func signIn(e *env) []chromedp.Action[chromedp.Void] {
+	return []chromedp.Action[chromedp.Void]{
+		chromedp.Navigate(e.base + "/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), e.srv.AdminToken),
+		chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.ID("groups")),
+	}
+}
+
+// saveScreenshot writes what a (a full-page or element screenshot)
+// captures to docs/screenshots/NAME.png, only with FLOTILLA_SCREENSHOTS=1.
+func saveScreenshot(t *testing.T, ctx context.Context, name string, a chromedp.Action[[]byte]) {
+	t.Helper()
+	if os.Getenv("FLOTILLA_SCREENSHOTS") != "1" {
+		return
+	}
+	png, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join("..", "..", "docs", "screenshots", name+".png")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestBrowser drives a real Chromium: sign in, pause and resume a group,
 // promote a package, watch an instance's status change live.
 // With FLOTILLA_SCREENSHOTS=1 it also saves docs/screenshots/*.png.
@@ -167,32 +199,9 @@ func TestBrowser(t *testing.T) {
 	failed := seedFleet(t, e)
 
 	ctx, text, do := openBrowser(t, browser, 90*time.Second)
-	shots := os.Getenv("FLOTILLA_SCREENSHOTS") == "1"
-	shot := func(name string) {
-		t.Helper()
-		if !shots {
-			return
-		}
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		path := filepath.Join("..", "..", "docs", "screenshots", name+".png")
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	shot := func(name string) { saveScreenshot(t, ctx, name, chromedp.FullScreenshot(100)) }
 
-	do("sign in",
-		chromedp.Navigate(e.base+"/"),
-		chromedp.WaitVisible(chromedp.ID("token")),
-		chromedp.SendKeys(chromedp.ID("token"), e.srv.AdminToken),
-		chromedp.Submit(chromedp.ID("token")),
-		chromedp.WaitVisible(chromedp.ID("groups")),
-	)
+	do("sign in", signIn(e)...)
 	if h1 := text("h1"); h1 != "Overview" {
 		t.Fatalf("after sign-in the page heading is %q", h1)
 	}
@@ -328,27 +337,9 @@ func TestBrowserUnits(t *testing.T) {
 	seedConfig(t, e.srv.Store(), "")
 
 	ctx, text, do := openBrowser(t, browser, 60*time.Second)
-	save := func(name string, a chromedp.Action[[]byte]) {
-		t.Helper()
-		if os.Getenv("FLOTILLA_SCREENSHOTS") != "1" {
-			return
-		}
-		png, err := chromedp.Run(ctx, a)
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join("..", "..", "docs", "screenshots", name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	save := func(name string, a chromedp.Action[[]byte]) { saveScreenshot(t, ctx, name, a) }
 
-	do("sign in",
-		chromedp.Navigate(e.base+"/"),
-		chromedp.WaitVisible(chromedp.ID("token")),
-		chromedp.SendKeys(chromedp.ID("token"), e.srv.AdminToken),
-		chromedp.Submit(chromedp.ID("token")),
-		chromedp.WaitVisible(chromedp.ID("groups")),
-	)
+	do("sign in", signIn(e)...)
 	do("open units", chromedp.Click(chromedp.CSS(`nav a[href="/units"]`)), chromedp.WaitVisible(chromedp.ID("machines")))
 	if row := text(`tr[id="unit-gpu-train.service"]`); !strings.Contains(row, "unschedulable") || !strings.Contains(row, "no eligible machine") {
 		t.Fatalf("unschedulable unit row: %q", row)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flotilla/flotilla/internal/etcdtest"
+	"github.com/flotilla/flotilla/internal/testenv"
 )
 
 // TestCluster100Units runs one engine and ten unit agents with the process
@@ -97,7 +98,7 @@ func TestCluster100Units(t *testing.T) {
 	for id := range agents {
 		alive[id] = true
 	}
-	waitFor(t, 60*time.Second, "100 units active", allActive(alive, zoneB))
+	testenv.WaitFor(t, 60*time.Second, "100 units active", allActive(alive, zoneB))
 	t.Logf("100 units active")
 
 	// Constraints hold in what actually runs.
@@ -157,7 +158,7 @@ func TestCluster100Units(t *testing.T) {
 	delete(alive, victim)
 	t.Logf("killed %s running %d units", victim, len(moved))
 	wantGlobal := slices.DeleteFunc(slices.Clone(zoneB), func(id string) bool { return id == victim })
-	waitFor(t, testGrace+testTTL+5*time.Second, "units of the killed machine running elsewhere", allActive(alive, wantGlobal))
+	testenv.WaitFor(t, testGrace+testTTL+5*time.Second, "units of the killed machine running elsewhere", allActive(alive, wantGlobal))
 	t.Logf("rescheduled %d units in %v (grace %v)", len(moved), time.Since(killed).Round(time.Millisecond), testGrace)
 
 	ms, err := reg.ListMachines(ctx)
@@ -231,19 +232,19 @@ func TestUnitLifecycle(t *testing.T) {
 	if err := reg.SetDesiredState(ctx, "a.service", Launched); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "launched", state(Launched, 1))
+	testenv.WaitFor(t, 10*time.Second, "launched", state(Launched, 1))
 	if err := reg.SetDesiredState(ctx, "a.service", Loaded); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "loaded", state(Loaded, 1))
+	testenv.WaitFor(t, 10*time.Second, "loaded", state(Loaded, 1))
 	if err := reg.SetDesiredState(ctx, "a.service", Launched); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "relaunched", state(Launched, 1))
+	testenv.WaitFor(t, 10*time.Second, "relaunched", state(Launched, 1))
 	if _, err := reg.SubmitUnit(ctx, "a.service", body+"# v2\n", true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "restarted with new body", func() error {
+	testenv.WaitFor(t, 10*time.Second, "restarted with new body", func() error {
 		if n := starts(readLog(t, logPath))["a.service"]; n != 3 {
 			return fmt.Errorf("%d starts", n)
 		}
@@ -252,7 +253,7 @@ func TestUnitLifecycle(t *testing.T) {
 	if err := reg.DestroyUnit(ctx, "a.service"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "destroyed unit stopped", func() error {
+	testenv.WaitFor(t, 10*time.Second, "destroyed unit stopped", func() error {
 		evs := readLog(t, logPath)
 		if len(evs) == 0 || evs[len(evs)-1].kind != "stop" {
 			return fmt.Errorf("log %v", evs)
@@ -299,7 +300,7 @@ func TestDrainMovesUnits(t *testing.T) {
 		}
 	}
 	var on map[string][]string
-	waitFor(t, 15*time.Second, "units active", func() error {
+	testenv.WaitFor(t, 15*time.Second, "units active", func() error {
 		var err error
 		on, _, err = activeOn(ctx, reg)
 		if err == nil && (len(on["mover.service"]) != 1 || len(on["stayer.service"]) != 1) {
@@ -314,7 +315,7 @@ func TestDrainMovesUnits(t *testing.T) {
 	if err := agents[from].Drain(dctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "mover moved", func() error {
+	testenv.WaitFor(t, 15*time.Second, "mover moved", func() error {
 		on, _, err := activeOn(ctx, reg)
 		if err != nil {
 			return err
@@ -360,7 +361,7 @@ func TestDrainKeepsUnitsWithNowhereToGo(t *testing.T) {
 	if err := reg.SetDesiredState(ctx, "pinned.service", Launched); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "unit active", func() error {
+	testenv.WaitFor(t, 15*time.Second, "unit active", func() error {
 		on, _, err := activeOn(ctx, reg)
 		if err == nil && (len(on["pinned.service"]) != 1 || on["pinned.service"][0] != pinned) {
 			err = fmt.Errorf("active %v", on)

@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flotilla/flotilla/internal/etcdtest"
+	"github.com/flotilla/flotilla/internal/testenv"
 )
 
 // TestFailoverAndPartition runs three engines and three agents on a
@@ -75,7 +76,7 @@ func TestFailoverAndPartition(t *testing.T) {
 			return nil
 		}
 	}
-	waitFor(t, 30*time.Second, "units active", allActive("m00", "m01", "m02"))
+	testenv.WaitFor(t, 30*time.Second, "units active", allActive("m00", "m01", "m02"))
 
 	leader := func() int {
 		found := -1
@@ -95,7 +96,7 @@ func TestFailoverAndPartition(t *testing.T) {
 	}
 	before := starts(readLog(t, logPath))
 	runners[old].stop()
-	waitFor(t, 10*time.Second, "new leader", func() error {
+	testenv.WaitFor(t, 10*time.Second, "new leader", func() error {
 		if l := leader(); l < 0 || l == old {
 			return fmt.Errorf("leader %d", l)
 		}
@@ -109,7 +110,7 @@ func TestFailoverAndPartition(t *testing.T) {
 	if err := reg.SetDesiredState(ctx, "late.service", Launched); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "unit placed by the new leader", allActive("m00", "m01", "m02"))
+	testenv.WaitFor(t, 10*time.Second, "unit placed by the new leader", allActive("m00", "m01", "m02"))
 	after := starts(readLog(t, logPath))
 	for u, c := range before {
 		if after[u] != c {
@@ -137,12 +138,12 @@ func TestFailoverAndPartition(t *testing.T) {
 	}
 	cluster.Partition(2)
 	cut := time.Now()
-	waitFor(t, testGrace+testTTL+10*time.Second, "units of the partitioned machine moved", allActive("m00", "m01"))
+	testenv.WaitFor(t, testGrace+testTTL+10*time.Second, "units of the partitioned machine moved", allActive("m00", "m01"))
 	t.Logf("moved %d units off the partitioned machine in %v", onM02, time.Since(cut).Round(time.Millisecond))
 	checkNeverTwice(t, readLog(t, logPath), nil)
 
 	cluster.Heal(2)
-	waitFor(t, 15*time.Second, "partitioned machine alive again", func() error {
+	testenv.WaitFor(t, 15*time.Second, "partitioned machine alive again", func() error {
 		ms, err := reg.ListMachines(ctx)
 		if err != nil {
 			return err
@@ -155,6 +156,6 @@ func TestFailoverAndPartition(t *testing.T) {
 		return nil
 	})
 	// Nothing moves back, nothing runs twice.
-	waitFor(t, 5*time.Second, "still active", allActive("m00", "m01"))
+	testenv.WaitFor(t, 5*time.Second, "still active", allActive("m00", "m01"))
 	checkNeverTwice(t, readLog(t, logPath), nil)
 }

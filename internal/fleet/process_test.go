@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flotilla/flotilla/internal/fleet/unitfile"
+	"github.com/flotilla/flotilla/internal/testenv"
 )
 
 func mustParse(t *testing.T, name, body string) *unitfile.File {
@@ -24,7 +25,7 @@ func mustParse(t *testing.T, name, body string) *unitfile.File {
 func waitState(t *testing.T, d *ProcessDriver, name, active string) DriverState {
 	t.Helper()
 	var st DriverState
-	waitFor(t, 10*time.Second, name+" "+active, func() error {
+	testenv.WaitFor(t, 10*time.Second, name+" "+active, func() error {
 		st, _ = d.State(context.Background(), name)
 		if st.Active != active {
 			return fmt.Errorf("state %+v", st)
@@ -74,7 +75,7 @@ func TestProcessDriver(t *testing.T) {
 	if err := d.Start(ctx, flaky); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "restarts", func() error {
+	testenv.WaitFor(t, 10*time.Second, "restarts", func() error {
 		if st, _ := d.State(ctx, "flaky.service"); st.Starts < 3 {
 			return fmt.Errorf("%+v", st)
 		}

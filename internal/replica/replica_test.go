@@ -10,20 +10,10 @@ import (
 	"time"
 
 	"github.com/flotilla/flotilla/internal/etcdtest"
+	"github.com/flotilla/flotilla/internal/testenv"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-func poll(t *testing.T, limit time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestLeaderRunsOnce: three replicas campaign for one job; it runs on one
 // at a time, and moves when the leader goes away.
@@ -67,13 +57,13 @@ func TestLeaderRunsOnce(t *testing.T) {
 			<-dones[i]
 		}
 	})
-	poll(t, 10*time.Second, "a leader runs the job", func() bool { return running.Load() == 1 })
+	testenv.Until(t, 10*time.Second, "a leader runs the job", func() bool { return running.Load() == 1 })
 	mu.Lock()
 	first := owner
 	mu.Unlock()
 	cancels[first]()
 	<-dones[first]
-	poll(t, 10*time.Second, "another replica takes over", func() bool {
+	testenv.Until(t, 10*time.Second, "another replica takes over", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return running.Load() == 1 && owner != first
@@ -99,7 +89,7 @@ func TestBus(t *testing.T) {
 	}()
 	go func() { _ = b.Watch(ctx, "something-else", func() { other.Add(1) }) }()
 	// The watch may start after the first publish; publish until seen.
-	poll(t, 10*time.Second, "a publish reaches the other replica", func() bool {
+	testenv.Until(t, 10*time.Second, "a publish reaches the other replica", func() bool {
 		if err := a.Publish(ctx, "config"); err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +141,7 @@ func TestRevocations(t *testing.T) {
 	if !a.Revoked("s1") {
 		t.Error("a revocation is not visible at once on its own replica")
 	}
-	poll(t, 10*time.Second, "a revocation reaches the other replica", func() bool { return b.Revoked("s1") && b.Revoked("s2") })
+	testenv.Until(t, 10*time.Second, "a revocation reaches the other replica", func() bool { return b.Revoked("s1") && b.Revoked("s2") })
 	if b.Revoked("s3") {
 		t.Error("an unknown session counts as revoked")
 	}
@@ -164,7 +154,7 @@ func TestRevocations(t *testing.T) {
 		t.Error("a replica started later does not see an earlier revocation")
 	}
 	// The lease ends with the session; the record goes with it.
-	poll(t, 15*time.Second, "an expired revocation is forgotten", func() bool { return !b.Revoked("s1") })
+	testenv.Until(t, 15*time.Second, "an expired revocation is forgotten", func() bool { return !b.Revoked("s1") })
 	if !b.Revoked("s2") {
 		t.Error("a live revocation was forgotten")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/flotilla/flotilla/internal/fleet"
 	"github.com/flotilla/flotilla/internal/server"
 	"github.com/flotilla/flotilla/internal/servertest"
+	"github.com/flotilla/flotilla/internal/testenv"
 )
 
 // unitServer is a real server with a short grace period and one unit
@@ -95,17 +96,6 @@ func wantKind(t *testing.T, b []byte, kind string) {
 
 const helloUnit = "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/sleep 1000\n[X-Fleet]\nMachineMetadata=zone=a\n"
 
-func poll(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestUnitsLifecycle(t *testing.T) {
 	s := startUnitServer(t)
 	var u v1.Unit
@@ -125,7 +115,7 @@ func TestUnitsLifecycle(t *testing.T) {
 	if u.DesiredState != "launched" {
 		t.Fatalf("after start: %+v", u)
 	}
-	poll(t, "hello.service launched on m1", func() bool {
+	testenv.Until(t, 20*time.Second, "hello.service launched on m1", func() bool {
 		s.want(t, "GET", "/api/v1/units/hello.service", "", http.StatusOK, &u)
 		return u.CurrentState == "launched" && len(u.Machines) == 1 && u.Machines[0] == "m1" &&
 			len(u.States) == 1 && u.States[0].Active == "active"
@@ -159,7 +149,7 @@ func TestUnitsLifecycle(t *testing.T) {
 	}
 
 	s.want(t, "PUT", "/api/v1/units/hello.service/desired-state", `{"desired_state":"loaded"}`, http.StatusOK, nil)
-	poll(t, "hello.service stopped", func() bool {
+	testenv.Until(t, 20*time.Second, "hello.service stopped", func() bool {
 		s.want(t, "GET", "/api/v1/units/hello.service", "", http.StatusOK, &u)
 		return u.CurrentState == "loaded" && len(u.States) == 1 && u.States[0].Active != "active"
 	})
@@ -169,7 +159,7 @@ func TestUnitsLifecycle(t *testing.T) {
 		t.Fatalf("second delete = %d %s", st, b)
 	}
 	wantKind(t, b, v1.KindNotFound)
-	poll(t, "hello.service gone from m1", func() bool {
+	testenv.Until(t, 20*time.Second, "hello.service gone from m1", func() bool {
 		s.want(t, "GET", "/api/v1/unit-states", "", http.StatusOK, &sl)
 		return len(sl.States) == 0
 	})
@@ -190,7 +180,7 @@ func TestUnitsTemplates(t *testing.T) {
 		s.want(t, "PUT", fmt.Sprintf("/api/v1/units/web@%d.service/desired-state", i), `{"desired_state":"launched"}`, http.StatusOK, nil)
 	}
 	var l v1.UnitList
-	poll(t, "web@1 launched, web@2 unschedulable", func() bool {
+	testenv.Until(t, 20*time.Second, "web@1 launched, web@2 unschedulable", func() bool {
 		s.want(t, "GET", "/api/v1/units", "", http.StatusOK, &l)
 		by := map[string]v1.Unit{}
 		for _, u := range l.Units {

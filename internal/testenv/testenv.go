@@ -1,5 +1,6 @@
-// Package testenv gives tests outside the store packages a real
-// PostgreSQL database of their own.
+// Package testenv holds what tests in several packages share: a real
+// PostgreSQL database of their own, and waiting for a condition with a
+// deadline (WaitFor).
 //
 // The role in FLOTILLA_TEST_POSTGRES (as .ci/run creates it) may not create
 // databases, so each test gets a fresh schema in the configured database
