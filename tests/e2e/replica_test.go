@@ -40,8 +40,10 @@ func startReplicas(t *testing.T, n int) *replicaSet {
 	// The first replica seeds the database and writes admin.token into its
 	// data dir; the others, started together, find the store seeded.
 	rs.procs = append(rs.procs, startServer(t, t.TempDir(), args...))
-	if out := rs.procs[0].stdout.String(); !containsToken(out) {
-		t.Fatalf("first replica printed no admin token: %q", out)
+	// os/exec copies stdout through its own goroutine, which may lag
+	// behind the log line that said the server is listening.
+	if err := pollFor(10*time.Second, func() bool { return containsToken(rs.procs[0].stdout.String()) }); err != nil {
+		t.Fatalf("first replica printed no admin token: %q", rs.procs[0].stdout.String())
 	}
 	token, err := os.ReadFile(filepath.Join(rs.procs[0].dataDir, "admin.token"))
 	if err != nil {
